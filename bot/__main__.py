@@ -1,0 +1,121 @@
+"""The kefu command line: serve, check, chat, send. The only place that exits the process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from . import __version__
+from .config import Settings, load_settings
+from .errors import SourceError
+from .logs import setup_logging
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    server = settings.server
+    if getattr(args, "host", None):
+        server = replace(server, host=args.host)
+    if getattr(args, "port", None):
+        server = replace(server, port=args.port)
+    return replace(settings, server=server)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .server import create_app
+
+    setup_logging(args.log_format, args.log_level)
+    settings = _load(args)
+    app = create_app(settings)
+    web.run_app(app, host=settings.server.host, port=settings.server.port, print=None, access_log=None,
+                shutdown_timeout=5.0)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .reload import load_ruleset
+
+    settings = _load(args)
+    ruleset = load_ruleset(settings)
+    print(f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} files, {len(ruleset.templates)} "
+          f"templates (version {ruleset.version})")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .chat import run_chat
+    from .reload import load_ruleset
+
+    settings = _load(args)
+    return run_chat(lambda: load_ruleset(settings))
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from .messages import TextReply
+    from .wechat_api import WeChatAPI
+
+    setup_logging(args.log_format, args.log_level)
+    settings = _load(args)
+    if not settings.wechat.has_credentials:
+        print(f"{settings.source}: wechat.appid and wechat.secret are needed to send", file=sys.stderr)
+        return 1
+
+    async def send() -> int:
+        async with aiohttp.ClientSession() as session:
+            api = WeChatAPI(settings.wechat, session)
+            result = await api.send(args.openid, TextReply(args.text))
+        if result.ok:
+            print(f"sent to {args.openid}")
+            return 0
+        print(f"not sent: {result.reason}", file=sys.stderr)
+        return 1
+
+    return asyncio.run(send())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kefu", description="A customer-service bot for WeChat.")
+    parser.add_argument("--version", action="version", version=f"kefu {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", "-c", default="bot.yaml", help="the bot.yaml to use (default: bot.yaml)")
+        p.add_argument("--log-format", choices=("text", "json"), default="text")
+        p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+        return p
+
+    serve = command("serve", "run the bot server")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.set_defaults(func=cmd_serve)
+    command("check", "validate bot.yaml, rules and templates").set_defaults(func=cmd_check)
+    command("chat", "type messages as a user and see what the bot would do").set_defaults(func=cmd_chat)
+    send = command("send", "send one customer-service text message by hand")
+    send.add_argument("openid")
+    send.add_argument("text")
+    send.set_defaults(func=cmd_send)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SourceError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

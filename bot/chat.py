@@ -1,0 +1,115 @@
+"""`kefu chat`: type as a user, see what the bot would do. No server, no network, nothing sent."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from .config import TIMEZONE
+from .engine import RuleSet, decide
+from .messages import Message, Reply, TextReply
+from .protocol.wire import message_from_fields
+
+HELP = """Type a message as a user would, or a command:
+  /event NAME [KEY] [SESSION_FROM]   an event (e.g. /event user_enter_tempsession, /event CLICK menu_1)
+  /image                             an image message
+  /page PATH [TITLE]                 a mini program page card
+  /voice TEXT                        a voice message with this recognition text
+  /help                              this text
+  /quit                              leave (so does Ctrl-D)"""
+
+CHAT_USER = "o_chat_user"
+CHAT_ACCOUNT = "gh_kefu_chat"
+
+
+def message_from_line(line: str, now: float, counter: int) -> Message | None:
+    """A chat line → the Message WeChat would push for it; None for an empty line."""
+    line = line.strip()
+    if not line:
+        return None
+    fields: dict[str, Any] = {"ToUserName": CHAT_ACCOUNT, "FromUserName": CHAT_USER,
+                              "CreateTime": str(int(now))}
+    if not line.startswith("/") or line.startswith("//"):
+        fields.update(MsgType="text", Content=line[1:] if line.startswith("//") else line,
+                      MsgId=str(counter))
+        return message_from_fields(fields)
+    try:
+        words = shlex.split(line[1:])
+    except ValueError:
+        words = line[1:].split()
+    command, args = (words[0].lower(), words[1:]) if words else ("", [])
+    if command == "event" and args:
+        fields.update(MsgType="event", Event=args[0])
+        if len(args) > 1:
+            fields["EventKey"] = args[1]
+        if len(args) > 2 or args[0].lower() == "user_enter_tempsession":
+            fields["SessionFrom"] = args[2] if len(args) > 2 else (args[1] if len(args) > 1 else "")
+    elif command == "image":
+        fields.update(MsgType="image", PicUrl="https://example.invalid/chat.jpg", MediaId="chat_media",
+                      MsgId=str(counter))
+    elif command == "page" and args:
+        fields.update(MsgType="miniprogrampage", PagePath=args[0], Title=" ".join(args[1:]) or args[0],
+                      AppId="wx_chat", ThumbUrl="", ThumbMediaId="", MsgId=str(counter))
+    elif command == "voice" and args:
+        fields.update(MsgType="voice", MediaId="chat_voice", Format="amr", Recognition=" ".join(args),
+                      MsgId=str(counter))
+    else:
+        raise ValueError(f"unknown command: {line} (type /help)")
+    return message_from_fields(MappingProxyType(fields))
+
+
+def describe_reply(reply: Reply) -> str:
+    if isinstance(reply, TextReply):
+        return reply.content.replace("\n", "\n         ")
+    fields = ", ".join(f"{k}={v!r}" for k, v in vars_of(reply).items())
+    return f"[{reply.kind}] {fields}"
+
+
+def vars_of(reply: Reply) -> dict[str, Any]:
+    return {name: getattr(reply, name) for name in reply.__dataclass_fields__}
+
+
+def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+             clock: Callable[[], float] = time.time, timezone: ZoneInfo = TIMEZONE) -> int:
+    interactive = stdin.isatty()
+    ruleset = ruleset_source()
+    print(f"kefu chat: {len(ruleset.rules)} rules (version {ruleset.version}). /help for commands.",
+          file=stdout)
+    counter = 0
+    while True:
+        if interactive:
+            print("you> ", end="", file=stdout, flush=True)
+        line = stdin.readline()
+        if not line:
+            return 0
+        if line.strip() in ("/quit", "/exit", "/q"):
+            return 0
+        if line.strip() == "/help":
+            print(HELP, file=stdout)
+            continue
+        counter += 1
+        try:
+            message = message_from_line(line, clock(), counter)
+        except ValueError as exc:
+            print(f"  ! {exc}", file=stdout)
+            continue
+        if message is None:
+            continue
+        decision = decide(ruleset, message, datetime.fromtimestamp(clock(), timezone))
+        rule = ruleset.rule(decision.rule) if decision.rule else None
+        where = f" ({rule.where})" if rule else ""
+        print(f"  rule:  {decision.label}{where}", file=stdout)
+        for reply in decision.replies:
+            print(f"  reply: {describe_reply(reply)}", file=stdout)
+        if decision.error:
+            print(f"  error: {decision.error}", file=stdout)
+        if decision.transfer:
+            print("  → transfer to human agents (transfer_customer_service)", file=stdout)
+        elif not decision.replies:
+            print("  → answers success, sends nothing", file=stdout)

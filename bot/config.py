@@ -1,0 +1,275 @@
+"""bot.yaml → frozen Settings.
+
+`${NAME}` and `${NAME:-default}` in any string are replaced from the environment. Relative paths are
+relative to the config file's folder. Unknown keys and wrong types are errors with `file:line`.
+Secrets are wrapped in `Secret`, which never shows its value in a repr, a str or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .errors import ConfigError, Problem
+from .yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml, type_name
+
+
+class Secret:
+    """A value that must never be printed. `reveal()` is the only way to read it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # pickling would write the value somewhere: refuse
+        raise TypeError("Secret values cannot be pickled")
+
+
+PLATFORMS = ("miniprogram", "official_account")
+TIMEZONE = ZoneInfo("Asia/Shanghai")  # the clock rules and templates see
+
+
+@dataclass(frozen=True, slots=True)
+class WeChatSettings:
+    platform: str = "miniprogram"
+    appid: str = ""
+    secret: Secret = Secret("")
+    token: Secret = Secret("")
+    encoding_aes_key: Secret = Secret("")
+    api_base: str = "https://api.weixin.qq.com"
+    use_stable_token: bool = False
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.appid and self.secret)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/wechat"
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    max_body_bytes: int = 65536
+    max_timestamp_age: int = 300
+    require_encryption: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    token: Secret = Secret("")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    wechat: WeChatSettings = WeChatSettings()
+    server: ServerSettings = ServerSettings()
+    rules: Path = Path("rules")
+    templates: Path = Path("templates")
+    store: str = "memory://"
+    vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    security: SecuritySettings = SecuritySettings()
+    admin: AdminSettings = AdminSettings()
+    source: str = "<defaults>"
+
+
+# Each section: key -> (kind, default). Kinds: str, int, bool, secret, path, platform, store, urlpath, map.
+_SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
+    "wechat": {
+        "platform": ("platform", "miniprogram"),
+        "appid": ("str", ""),
+        "secret": ("secret", ""),
+        "token": ("secret", ""),
+        "encoding_aes_key": ("secret", ""),
+        "api_base": ("url", "https://api.weixin.qq.com"),
+        "use_stable_token": ("bool", False),
+    },
+    "server": {"host": ("str", "127.0.0.1"), "port": ("port", 8080), "path": ("urlpath", "/wechat")},
+    "security": {
+        "max_body_bytes": ("int", 65536),
+        "max_timestamp_age": ("int", 300),
+        "require_encryption": ("bool", False),
+    },
+    "admin": {"token": ("secret", "")},
+}
+_TOP: dict[str, tuple[str, Any]] = {
+    "rules": ("path", "rules"),
+    "templates": ("path", "templates"),
+    "store": ("store", "memory://"),
+    "vars": ("map", {}),
+}
+STORE_SCHEMES = ("memory://", "sqlite:///", "redis://")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, env: Mapping[str, str], check: Checker, line: int) -> Any:
+    if isinstance(value, str) and "${" in value:
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            check.add(line, f"environment variable {name} is not set (write ${{{name}:-default}} "
+                            "to give a default)")
+            return ""
+        return _ENV.sub(sub, value)
+    if isinstance(value, YamlMap):
+        for key in list(value):
+            value[key] = _interpolate(value[key], env, check, value.line_of(key))
+    elif isinstance(value, YamlList):
+        for i, item in enumerate(value):
+            value[i] = _interpolate(item, env, check, value.line_of(i))
+    return value
+
+
+def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: Path) -> Any:
+    def wrong(expected: str) -> None:
+        check.add(line, f"'{key}' must be {expected}, not {type_name(value)}")
+
+    if kind in ("str", "secret", "url", "urlpath", "platform", "store", "path"):
+        if value is None:
+            value = ""
+        if isinstance(value, int | float) and not isinstance(value, bool) and kind in ("str", "secret"):
+            value = str(value)  # an appid or token that happens to look like a number
+        if not isinstance(value, str):
+            wrong("text")
+            return None
+        if kind == "secret":
+            return Secret(value)
+        if kind == "platform" and value not in PLATFORMS:
+            check.add(line, f"'platform' must be one of {', '.join(PLATFORMS)}, not '{value}'")
+        if kind == "url" and not value.startswith(("http://", "https://")):
+            check.add(line, f"'{key}' must start with http:// or https://")
+        if kind == "urlpath" and not value.startswith("/"):
+            check.add(line, f"'{key}' must start with /")
+        if kind == "store" and not value.startswith(STORE_SCHEMES):
+            check.add(line, f"'store' must start with one of {', '.join(STORE_SCHEMES)}, not '{value}'")
+        if kind == "path":
+            return (base / value).resolve() if value else base
+        return value.rstrip("/") if kind == "url" else value
+    if kind in ("int", "port"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value)  # from ${ENV}
+            else:
+                wrong("a whole number")
+                return None
+        if value < 0 or (kind == "port" and not 0 < value < 65536):
+            check.add(line, f"'{key}' is out of range: {value}")
+        return value
+    if kind == "bool":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"  # from ${ENV}
+        if not isinstance(value, bool):
+            wrong("true or false")
+            return None
+        return value
+    if kind == "map":
+        if value is None:
+            return MappingProxyType({})
+        if not isinstance(value, dict):
+            wrong("a mapping")
+            return None
+        return MappingProxyType(dict(value))
+    raise AssertionError(kind)  # pragma: no cover - a bug in _SECTIONS
+
+
+def _read(mapping: YamlMap, fields: dict[str, tuple[str, Any]], check: Checker, base: Path,
+          where: str) -> dict[str, Any]:
+    check.unknown_keys(mapping, fields, where)
+    out: dict[str, Any] = {}
+    for key, (kind, default) in fields.items():
+        if key in mapping:
+            converted = _convert(kind, key, mapping[key], mapping.line_of(key), check, base)
+            if converted is not None:
+                out[key] = converted
+        elif kind == "path":
+            out[key] = (base / default).resolve()
+    return out
+
+
+def parse_settings(text: str, filename: str, base: Path,
+                   env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from bot.yaml text. Raises ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    try:
+        data = load_yaml(text, filename)
+    except YamlSyntaxError as exc:
+        raise ConfigError(exc.problem) from None
+    if data is None:
+        data = YamlMap()
+    check = Checker(filename)
+    if not isinstance(data, YamlMap):
+        raise ConfigError(Problem(filename, 1, f"bot.yaml must be a mapping, not {type_name(data)}"))
+    _interpolate(data, env, check, data.line)
+    check.unknown_keys(data, [*_SECTIONS, *_TOP])
+    values = _read(_only(data, _TOP), _TOP, check, base, "")
+    sections: dict[str, Any] = {}
+    for name, fields in _SECTIONS.items():
+        section = data.get(name)
+        if section is None:
+            section = YamlMap()
+        if not isinstance(section, YamlMap):
+            check.add(data.line_of(name), f"'{name}' must be a mapping, not {type_name(section)}")
+            section = YamlMap()
+        sections[name] = _read(section, fields, check, base, name)
+    if check.problems:
+        raise ConfigError(check.problems)
+    return Settings(
+        wechat=WeChatSettings(**sections["wechat"]),
+        server=ServerSettings(**sections["server"]),
+        security=SecuritySettings(**sections["security"]),
+        admin=AdminSettings(**sections["admin"]),
+        source=filename,
+        **values,
+    )
+
+
+def _only(data: YamlMap, keys: Mapping[str, Any]) -> YamlMap:
+    sub = YamlMap()
+    sub.line = data.line
+    for key in keys:
+        if key in data:
+            sub[key] = data[key]
+            sub.key_lines[key] = data.line_of(key)
+    return sub
+
+
+def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
+    """Read and parse a bot.yaml file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(Problem(str(path), None, "config file not found")) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(Problem(str(path), None, f"cannot read: {exc}")) from None
+    return parse_settings(text, str(path), path.resolve().parent, env)

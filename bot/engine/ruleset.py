@@ -1,0 +1,48 @@
+"""The compiled, immutable rule set. Built once per load, shared by every request that reads it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .conditions import Condition
+from .render import ReplyTemplate
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    file: str
+    line: int
+    priority: int
+    when: Condition
+    replies: tuple[ReplyTemplate, ...]
+    transfer: bool
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """What happens when no rule fires. Without a `fallback:` block: transfer to human agents."""
+
+    replies: tuple[ReplyTemplate, ...] = ()
+    transfer: bool = True
+    file: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    rules: tuple[Rule, ...]  # in matching order: priority (high first), then file, then position
+    fallback: Fallback
+    vars: Mapping[str, Any]
+    version: str  # a short hash of every source that went into it
+    files: tuple[str, ...]
+    templates: tuple[str, ...]
+
+    def rule(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)

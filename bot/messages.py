@@ -1,0 +1,213 @@
+"""What users send (Message and its kinds) and what the bot sends back (Reply and its kinds).
+
+Every type is a frozen dataclass with domain names. A message also keeps every field as it was received in
+`fields`, so that a field WeChat adds tomorrow is still there for rules and templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """Common to every push. `msg_type` and `event` are lowercase; `fields` holds everything received."""
+
+    to_user: str  # the account's original id (gh_...)
+    from_user: str  # the user's openid
+    create_time: int
+    msg_type: str
+    msg_id: str | None = None
+    fields: Mapping[str, Any]
+
+    @property
+    def text(self) -> str | None:
+        """The text rules match against: a text message's content, a voice's recognition, else None."""
+        return None
+
+    @property
+    def is_event(self) -> bool:
+        return False
+
+    @property
+    def dedupe_key(self) -> str:
+        """What identifies a delivery of this push, so that WeChat's retries are recognised."""
+        if self.msg_id:
+            return f"msg:{self.msg_id}"
+        return f"push:{self.from_user}:{self.create_time}:{self.msg_type}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextMessage(Message):
+    content: str
+    menu_id: str | None = None  # bizmsgmenuid: a tap on a msgmenu option (official accounts)
+
+    @property
+    def text(self) -> str:
+        return self.content
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageMessage(Message):
+    pic_url: str | None = None
+    media_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MiniProgramPageMessage(Message):
+    title: str | None = None
+    app_id: str | None = None
+    page_path: str | None = None
+    thumb_url: str | None = None
+    thumb_media_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoiceMessage(Message):
+    media_id: str | None = None
+    format: str | None = None
+    recognition: str | None = None
+
+    @property
+    def text(self) -> str | None:
+        return self.recognition or None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VideoMessage(Message):
+    """`video` and `shortvideo`; msg_type tells which."""
+
+    media_id: str | None = None
+    thumb_media_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocationMessage(Message):
+    latitude: float | None = None
+    longitude: float | None = None
+    scale: int | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkMessage(Message):
+    title: str | None = None
+    description: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventMessage(Message):
+    """Any event. `event` is lowercase (WeChat mixes cases); `event_key` as received."""
+
+    event: str
+    event_key: str | None = None
+
+    @property
+    def is_event(self) -> bool:
+        return True
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"event:{self.from_user}:{self.create_time}:{self.event}:{self.event_key or ''}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnterSessionEvent(EventMessage):
+    """user_enter_tempsession: the user opened customer service from a mini program."""
+
+    session_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscribeEvent(EventMessage):
+    """subscribe (scene set when it came through a parametric QR code) or SCAN (scene = event_key)."""
+
+    ticket: str | None = None
+    scene: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocationEvent(EventMessage):
+    latitude: float | None = None
+    longitude: float | None = None
+    precision: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MenuEvent(EventMessage):
+    """CLICK, VIEW, scancode_*, pic_*, location_select, view_miniprogram."""
+
+    menu_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KfSessionEvent(EventMessage):
+    """kf_create_session, kf_close_session, kf_switch_session."""
+
+    kf_account: str | None = None
+    from_kf_account: str | None = None
+    to_kf_account: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownMessage(Message):
+    """A message type kefu does not know yet; everything is in `fields`."""
+
+
+# ---- replies ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Something the bot sends to a user."""
+
+    kind = "reply"
+
+
+@dataclass(frozen=True, slots=True)
+class TextReply(Reply):
+    content: str
+    kind = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReply(Reply):
+    media_id: str
+    kind = "image"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkReply(Reply):
+    title: str
+    description: str
+    url: str
+    thumb_url: str
+    kind = "link"
+
+
+@dataclass(frozen=True, slots=True)
+class MiniProgramPageReply(Reply):
+    title: str
+    pagepath: str
+    thumb_media_id: str
+    appid: str | None = None  # required on official accounts, absent on mini programs
+    kind = "miniprogrampage"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the engine decided for one message. The server and the outbox carry it out."""
+
+    rule: str | None  # the rule that fired; None when the fallback answered
+    replies: tuple[Reply, ...] = ()
+    transfer: bool = False
+    match: Mapping[str, Any] | None = None
+    version: str = ""
+    error: str | None = None  # set when a reply could not be rendered
+
+    @property
+    def label(self) -> str:
+        return self.rule if self.rule is not None else "(fallback)"

@@ -1,0 +1,256 @@
+"""Bytes ⇄ fields ⇄ Message, and the passive answers, in XML and JSON.
+
+Inbound XML goes through defusedxml (no DTDs, no entities). Outbound XML is built by ElementTree's
+serializer, never by string formatting, so any text round-trips.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from ..errors import MalformedPush
+from ..messages import (
+    EnterSessionEvent,
+    EventMessage,
+    ImageMessage,
+    KfSessionEvent,
+    LinkMessage,
+    LocationEvent,
+    LocationMessage,
+    MenuEvent,
+    Message,
+    MiniProgramPageMessage,
+    SubscribeEvent,
+    TextMessage,
+    UnknownMessage,
+    VideoMessage,
+    VoiceMessage,
+)
+
+Format = Literal["xml", "json"]
+MAX_JSON_DEPTH = 32
+
+
+def detect_format(body: bytes, content_type: str | None) -> Format:
+    """XML or JSON: by Content-Type when it says, else by the first non-blank byte."""
+    ct = (content_type or "").lower()
+    if "json" in ct:
+        return "json"
+    if "xml" in ct:
+        return "xml"
+    head = body.lstrip(b" \t\r\n\xef\xbb\xbf")[:1]
+    if head in (b"{", b"["):
+        return "json"
+    if head == b"<":
+        return "xml"
+    raise MalformedPush("body is neither XML nor JSON")
+
+
+def parse_fields(body: bytes, fmt: Format) -> dict[str, Any]:
+    """The push's top-level fields. Nested XML elements and JSON objects stay nested."""
+    return _parse_json(body) if fmt == "json" else _parse_xml(body)
+
+
+def _parse_xml(body: bytes) -> dict[str, Any]:
+    try:
+        root = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except (ET.ParseError, DefusedXmlException, ValueError) as exc:
+        raise MalformedPush(f"invalid XML: {type(exc).__name__}") from None
+    fields = _element_fields(root)
+    if not isinstance(fields, dict):
+        raise MalformedPush("XML root has no fields")
+    return fields
+
+
+def _element_fields(element: ET.Element) -> dict[str, Any] | str:
+    children = list(element)
+    if not children:
+        return element.text or ""
+    out: dict[str, Any] = {}
+    for child in children:
+        value = _element_fields(child)
+        if child.tag in out:  # repeated elements (e.g. PicList items) become a list
+            previous = out[child.tag]
+            out[child.tag] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            out[child.tag] = value
+    return out
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedPush(f"invalid JSON: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise MalformedPush("JSON push must be an object")
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise MalformedPush("JSON nested too deeply")
+    return data
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+# ---- fields → Message --------------------------------------------------------------------------------
+
+
+def _text(fields: Mapping[str, Any], key: str) -> str | None:
+    value = fields.get(key)
+    if value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)  # JSON numbers (MsgId can exceed 2**53: json keeps ints exact)
+
+
+def _float(fields: Mapping[str, Any], key: str) -> float | None:
+    try:
+        return float(fields[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _int(fields: Mapping[str, Any], key: str) -> int | None:
+    try:
+        return int(str(fields[key]).strip())
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+# message type -> (class, {attribute: wire key, "float:"/"int:" prefixes convert})
+_MESSAGE_TYPES: dict[str, tuple[type[Message], dict[str, str]]] = {
+    "text": (TextMessage, {"content": "Content", "menu_id": "bizmsgmenuid"}),
+    "image": (ImageMessage, {"pic_url": "PicUrl", "media_id": "MediaId"}),
+    "miniprogrampage": (MiniProgramPageMessage, {
+        "title": "Title", "app_id": "AppId", "page_path": "PagePath", "thumb_url": "ThumbUrl",
+        "thumb_media_id": "ThumbMediaId"}),
+    "voice": (VoiceMessage, {"media_id": "MediaId", "format": "Format", "recognition": "Recognition"}),
+    "video": (VideoMessage, {"media_id": "MediaId", "thumb_media_id": "ThumbMediaId"}),
+    "shortvideo": (VideoMessage, {"media_id": "MediaId", "thumb_media_id": "ThumbMediaId"}),
+    "location": (LocationMessage, {"latitude": "float:Location_X", "longitude": "float:Location_Y",
+                                   "scale": "int:Scale", "label": "Label"}),
+    "link": (LinkMessage, {"title": "Title", "description": "Description", "url": "Url"}),
+}
+_MENU = (MenuEvent, {"menu_id": "MenuId"})
+_KF = (KfSessionEvent, {"kf_account": "KfAccount", "from_kf_account": "FromKfAccount",
+                        "to_kf_account": "ToKfAccount"})
+_EVENTS: dict[str, tuple[type[EventMessage], dict[str, str]]] = {
+    "user_enter_tempsession": (EnterSessionEvent, {"session_from": "SessionFrom"}),
+    "subscribe": (SubscribeEvent, {"ticket": "Ticket"}),
+    "scan": (SubscribeEvent, {"ticket": "Ticket"}),
+    "location": (LocationEvent, {"latitude": "float:Latitude", "longitude": "float:Longitude",
+                                 "precision": "float:Precision"}),
+    **{name: _MENU for name in ("click", "view", "scancode_push", "scancode_waitmsg", "pic_sysphoto",
+                                "pic_photo_or_album", "pic_weixin", "location_select",
+                                "view_miniprogram")},
+    **{name: _KF for name in ("kf_create_session", "kf_close_session", "kf_switch_session")},
+}
+
+
+def _convert(fields: Mapping[str, Any], spec: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for attr, key in spec.items():
+        if key.startswith("float:"):
+            out[attr] = _float(fields, key[6:])
+        elif key.startswith("int:"):
+            out[attr] = _int(fields, key[4:])
+        else:
+            out[attr] = _text(fields, key)
+    return out
+
+
+def message_from_fields(fields: Mapping[str, Any]) -> Message:
+    """Build the typed Message. Unknown types and events are kept, never refused."""
+    from_user = _text(fields, "FromUserName")
+    msg_type = (_text(fields, "MsgType") or "").strip().lower()
+    if not from_user:
+        raise MalformedPush("push has no FromUserName")
+    if not msg_type:
+        raise MalformedPush("push has no MsgType")
+    common: dict[str, Any] = {
+        "to_user": _text(fields, "ToUserName") or "",
+        "from_user": from_user,
+        "create_time": _int(fields, "CreateTime") or 0,
+        "msg_type": msg_type,
+        "msg_id": _text(fields, "MsgId") or _text(fields, "MsgID"),
+        "fields": MappingProxyType(dict(fields)),
+    }
+    if msg_type == "event":
+        event = (_text(fields, "Event") or "").strip().lower()
+        event_key = _text(fields, "EventKey")
+        cls, spec = _EVENTS.get(event, (EventMessage, {}))
+        extra = _convert(fields, spec)
+        if cls is SubscribeEvent:
+            key = event_key or ""
+            if event == "scan":
+                extra["scene"] = key or None
+            else:
+                extra["scene"] = key[len("qrscene_"):] if key.startswith("qrscene_") else None
+        # events have no MsgId (TEMPLATESENDJOBFINISH's MsgID is the template message's, not a push id)
+        common["msg_id"] = None
+        return cls(**common, event=event, event_key=event_key, **extra)
+    if msg_type in _MESSAGE_TYPES:
+        cls, spec = _MESSAGE_TYPES[msg_type]
+        extra = _convert(fields, spec)
+        if cls is TextMessage and extra["content"] is None:
+            extra["content"] = ""
+        return cls(**common, **extra)
+    return UnknownMessage(**common)
+
+
+def parse_message(body: bytes, content_type: str | None = None) -> tuple[Message, Format]:
+    """bytes → (Message, the format it came in)."""
+    fmt = detect_format(body, content_type)
+    return message_from_fields(parse_fields(body, fmt)), fmt
+
+
+# ---- passive answers -----------------------------------------------------------------------------------
+
+
+def dump_fields(fields: Mapping[str, Any], fmt: Format) -> bytes:
+    """Serialise a flat mapping of fields as a WeChat XML `<xml>` document or a JSON object."""
+    if fmt == "json":
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    root = ET.Element("xml")
+    _fill(root, fields)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=False)
+
+
+def _fill(parent: ET.Element, fields: Mapping[str, Any]) -> None:
+    for key, value in fields.items():
+        child = ET.SubElement(parent, key)
+        if isinstance(value, Mapping):
+            _fill(child, value)
+        else:
+            child.text = str(value)
+
+
+def transfer_answer(message: Message, fmt: Format, now: int, kf_account: str | None = None) -> bytes:
+    """The transfer_customer_service answer that hands the conversation to human agents."""
+    fields: dict[str, Any] = {
+        "ToUserName": message.from_user,
+        "FromUserName": message.to_user,
+        "CreateTime": now,
+        "MsgType": "transfer_customer_service",
+    }
+    if kf_account:
+        fields["TransInfo"] = {"KfAccount": kf_account}
+    return dump_fields(fields, fmt)
+
+
+CONTENT_TYPES: dict[Format, str] = {"xml": "application/xml", "json": "application/json"}

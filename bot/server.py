@@ -1,0 +1,231 @@
+"""The inbound HTTP edge: routes, the push handler and the app's lifecycle.
+
+Only this module maps errors to HTTP status codes. The push handler verifies the signature before it reads
+or parses anything, answers within WeChat's window without waiting for the WeChat API (replies are stored in
+the outbox and sent after), and never answers 500 for anything a client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import aiohttp
+from aiohttp import web
+
+from .config import TIMEZONE, Settings
+from .dedupe import Dedupe
+from .engine import RuleSet, decide
+from .errors import ProtocolError, PushTooLarge
+from .messages import Message
+from .outbox import Outbox, short_user
+from .protocol.signature import check_timestamp, verify
+from .protocol.wire import CONTENT_TYPES, Format, parse_message, transfer_answer
+from .reload import RulesHolder, load_ruleset
+from .store import Store, open_store
+from .wechat_api import RetryPolicy, WeChatAPI
+
+log = logging.getLogger(__name__)
+
+RETRY_WAIT = 4.0  # how long a retried push waits for the first delivery's answer
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The HTTP answer to a push, kept so that retries of the same push get exactly the same bytes."""
+
+    body: bytes
+    content_type: str
+    kind: str  # "success" or "transfer"
+
+    def response(self) -> web.Response:
+        return web.Response(body=self.body, content_type=self.content_type, charset="utf-8")
+
+
+SUCCESS = Answer(b"success", "text/plain", "success")
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share. Stored once on the app; the lifecycle fills in what needs a loop."""
+
+    settings: Settings
+    rules: RulesHolder
+    store: Store
+    clock: Callable[[], float] = time.time
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    dedupe: Dedupe[Answer] = field(default_factory=Dedupe)
+    outbox: Outbox | None = None
+    api: WeChatAPI | None = None
+    session: aiohttp.ClientSession | None = None
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def create_app(settings: Settings, *, ruleset: RuleSet | None = None, store: Store | None = None,
+               clock: Callable[[], float] = time.time, retry: RetryPolicy | None = None) -> web.Application:
+    """Build the app. Loads the rules now (a RulesError here means the bot cannot start)."""
+    ruleset = ruleset if ruleset is not None else load_ruleset(settings)
+    runtime = Runtime(settings=settings, rules=RulesHolder(ruleset, clock), clock=clock,
+                      store=store if store is not None else open_store(settings.store, settings.source),
+                      retry=retry or RetryPolicy())
+    app = web.Application(client_max_size=settings.security.max_body_bytes + 1024)
+    app[RUNTIME] = runtime
+    path = settings.server.path
+    app.router.add_get(path, handle_verify)
+    app.router.add_post(path, handle_push)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+    await rt.store.open()
+    rt.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+    sender = None
+    if rt.settings.wechat.has_credentials:
+        rt.api = WeChatAPI(rt.settings.wechat, rt.session, rt.retry)
+        sender = rt.api.send
+    else:
+        log.warning("no wechat.appid/secret: replies are logged and kept as '%s'", "not sent: no credentials")
+    rt.outbox = Outbox(rt.store, sender)
+    log.info("ready: %d rules (version %s) on %s", len(rt.rules.current.rules), rt.rules.current.version,
+             rt.settings.server.path)
+    try:
+        yield
+    finally:
+        await rt.outbox.close()
+        await rt.session.close()
+        await rt.store.close()
+
+
+# ---- handlers --------------------------------------------------------------------------------------------
+
+
+def _verify_signature(rt: Runtime, request: web.Request) -> None:
+    q = request.query
+    verify((rt.settings.wechat.token.reveal(), q.get("timestamp", ""), q.get("nonce", "")),
+           q.get("signature"))
+
+
+async def handle_verify(request: web.Request) -> web.Response:
+    """The URL check WeChat makes when the 消息推送 URL is saved: echo `echostr` if the signature holds."""
+    rt = request.app[RUNTIME]
+    try:
+        _verify_signature(rt, request)
+    except ProtocolError as exc:
+        log.warning("URL verification refused from %s: %s", request.remote, exc)
+        return web.Response(status=exc.status, text="forbidden")
+    echostr = request.query.get("echostr")
+    if echostr is None:
+        return web.Response(status=400, text="missing echostr")
+    log.info("URL verification passed")
+    return web.Response(text=echostr, content_type="text/plain")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise PushTooLarge(f"body of {request.content_length} bytes is over {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise PushTooLarge(f"body is over {limit} bytes")
+        chunks.append(chunk)
+
+
+async def handle_push(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    started = time.perf_counter()
+    try:
+        _verify_signature(rt, request)
+        check_timestamp(request.query.get("timestamp"), rt.clock(), rt.settings.security.max_timestamp_age)
+        body = await _read_body(request, rt.settings.security.max_body_bytes)
+        message, fmt = parse_message(body, request.headers.get("Content-Type"))
+    except ProtocolError as exc:
+        log.warning("push refused with %d from %s: %s", exc.status, request.remote, exc)
+        return web.Response(status=exc.status, text=type(exc).__name__)
+    except (aiohttp.ClientPayloadError, ConnectionError) as exc:  # the client went away mid-body
+        log.warning("push body could not be read from %s: %s", request.remote, type(exc).__name__)
+        return web.Response(status=400, text="unreadable body")
+
+    first, future = rt.dedupe.claim(message.dedupe_key)
+    if not first:
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(future), RETRY_WAIT)
+        except TimeoutError:
+            answer = SUCCESS
+        log.info("push retried: user=%s key=%s answer=%s (no second run)", short_user(message.from_user),
+                 message.dedupe_key, answer.kind)
+        return answer.response()
+    answer: Answer | None = None
+    try:
+        answer = await _handle_message(rt, message, fmt, started)
+    except Exception:
+        log.exception("push from %s could not be handled; answering safely", short_user(message.from_user))
+        answer = _safe_answer(rt, message, fmt)
+    finally:  # retries waiting on this push get the same answer, even if this handler was cancelled
+        if not future.done():
+            future.set_result(answer if answer is not None else _safe_answer(rt, message, fmt))
+    return answer.response()
+
+
+def _safe_answer(rt: Runtime, message: Message, fmt: Format) -> Answer:
+    """When kefu itself fails: hand a user's message to human agents; acknowledge an event."""
+    if message.is_event:
+        return SUCCESS
+    return Answer(transfer_answer(message, fmt, int(rt.clock())), CONTENT_TYPES[fmt], "transfer")
+
+
+async def _handle_message(rt: Runtime, message: Message, fmt: Format, started: float) -> Answer:
+    ruleset = rt.rules.current  # one snapshot for the whole push
+    now = datetime.fromtimestamp(rt.clock(), TIMEZONE)
+    decision = decide(ruleset, message, now)
+    if decision.error:
+        log.error("rule %s failed to render its reply (%s); %s", decision.label, decision.error,
+                  "handing over to agents" if decision.transfer else "nothing sent")
+    if rt.outbox is None:
+        raise RuntimeError("the app's lifecycle has not started")
+    await rt.outbox.submit(message.from_user, decision.replies, message.dedupe_key)
+    if decision.transfer:
+        answer = Answer(transfer_answer(message, fmt, int(rt.clock())), CONTENT_TYPES[fmt], "transfer")
+    else:
+        answer = SUCCESS
+    log.info("push user=%s type=%s rule=%s version=%s replies=%d answer=%s latency=%.1fms",
+             short_user(message.from_user), _type_label(message), decision.label, decision.version,
+             len(decision.replies), answer.kind, (time.perf_counter() - started) * 1000)
+    return answer
+
+
+def _type_label(message: Message) -> str:
+    event = getattr(message, "event", None)
+    return f"event/{event}" if event is not None else message.msg_type
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    try:
+        store_ok = await asyncio.wait_for(rt.store.ping(), 2.0)
+    except Exception:
+        store_ok = False
+    ruleset = rt.rules.current
+    ready = store_ok and rt.outbox is not None
+    body = {"ready": ready, "store": "ok" if store_ok else "unreachable",
+            "rules": {"version": ruleset.version, "count": len(ruleset.rules)}}
+    return web.Response(status=200 if ready else 503, text=json.dumps(body), content_type="application/json")

@@ -1,0 +1,265 @@
+"""The WeChat API client: access-token ownership and the customer-service send. The only outbound HTTP.
+
+- One aiohttp ClientSession for the process, passed in.
+- The access_token is cached until shortly before it expires and refreshed by one request at a time, however
+  many sends are waiting for it. `wechat.use_stable_token` uses /cgi-bin/stable_token, which does not
+  invalidate the tokens other processes hold.
+- 40001/40014/42001: the token is dropped, refreshed once, and the call retried once (a wrong secret also
+  gives 40001: it is never looped on). -1, timeouts, connection errors and 5xx: retried with exponential
+  backoff a bounded number of times. Any other errcode is final.
+- Neither the secret nor a token ever reaches a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from .config import WeChatSettings
+from .errors import WeChatAPIError
+from .messages import ImageReply, LinkReply, MiniProgramPageReply, Reply, TextReply
+
+log = logging.getLogger(__name__)
+
+TOKEN_ERRORS = frozenset({40001, 40014, 42001})
+RETRYABLE_ERRORS = frozenset({-1})
+ERRCODE_WORDS: Mapping[int, str] = {
+    -1: "WeChat is busy; try again",
+    0: "ok",
+    40001: "the access_token is invalid (or the appsecret is wrong)",
+    40003: "the openid is not a user of this account",
+    40013: "the appid is invalid",
+    40014: "the access_token is malformed",
+    40125: "the appsecret is invalid",
+    40164: "this server's IP address is not in the account's IP whitelist",
+    61004: "this server's IP address is not in the account's IP whitelist",
+    41001: "the access_token is missing",
+    42001: "the access_token has expired",
+    43004: "the user has not followed the account",
+    44002: "the message is empty",
+    45002: "the message is too long",
+    45009: "the daily API quota is used up",
+    45015: "the user last wrote more than 48 hours ago: no more messages may be sent",
+    45047: "the send quota for this user is used up until they write again",
+    48001: "the account has no permission for this API (unverified official account?)",
+}
+
+
+def describe_errcode(errcode: int | None, errmsg: str = "") -> str:
+    if errcode is None:
+        return errmsg or "WeChat could not be reached"
+    words = ERRCODE_WORDS.get(errcode)
+    return f"{errcode}: {words} ({errmsg})" if words else f"{errcode}: {errmsg}"
+
+
+_QUERY = re.compile(r"\?[^\s'\"<>)]*")
+
+
+def scrub(text: str) -> str:
+    """Remove query strings (they carry access_token and secret) from an exception's text."""
+    return _QUERY.sub("?…", text)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 3  # tries for transient failures (-1, 5xx, timeouts, connection errors)
+    base_delay: float = 0.5  # seconds; doubled each time, with jitter
+    max_delay: float = 8.0
+    timeout: float = 10.0  # seconds for one HTTP request
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    ok: bool
+    errcode: int | None = 0
+    errmsg: str = "ok"
+    attempts: int = 1
+
+    @property
+    def reason(self) -> str:
+        return describe_errcode(self.errcode, self.errmsg)
+
+
+class _Transient(Exception):
+    """A failure worth retrying: network, timeout, 5xx, unreadable answer."""
+
+
+def build_send_body(touser: str, reply: Reply, platform: str = "miniprogram") -> bytes:
+    """The custom/send JSON for one reply: UTF-8, never \\u-escaped, built once."""
+    body: dict[str, Any] = {"touser": touser, "msgtype": reply.kind}
+    if isinstance(reply, TextReply):
+        body["text"] = {"content": reply.content}
+    elif isinstance(reply, ImageReply):
+        body["image"] = {"media_id": reply.media_id}
+    elif isinstance(reply, LinkReply):
+        body["link"] = {"title": reply.title, "description": reply.description, "url": reply.url,
+                        "thumb_url": reply.thumb_url}
+    elif isinstance(reply, MiniProgramPageReply):
+        page: dict[str, str] = {"title": reply.title, "pagepath": reply.pagepath,
+                                "thumb_media_id": reply.thumb_media_id}
+        if platform == "official_account" and reply.appid:
+            page["appid"] = reply.appid
+        body["miniprogrampage"] = page
+    else:  # pragma: no cover - every Reply kind is above
+        raise TypeError(f"cannot send {type(reply).__name__}")
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class TokenManager:
+    """Owns the access_token: one refresh at a time, cached until shortly before expiry."""
+
+    def __init__(self, api: WeChatAPI, clock: Callable[[], float] = time.monotonic):
+        self._api = api
+        self._clock = clock
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+        self.refreshes = 0
+
+    async def get(self) -> str:
+        token = self._token
+        if token is not None and self._clock() < self._expires_at:
+            return token
+        async with self._lock:
+            if self._token is not None and self._clock() < self._expires_at:
+                return self._token  # another waiter refreshed while we queued
+            token, expires_in = await self._api.fetch_token()
+            self.refreshes += 1
+            margin = min(300.0, expires_in / 2)
+            self._token, self._expires_at = token, self._clock() + expires_in - margin
+            return token
+
+    def invalidate(self, token: str) -> None:
+        """Forget `token` if it is still the cached one (a concurrent refresh may have replaced it)."""
+        if self._token == token:
+            self._token, self._expires_at = None, 0.0
+
+
+class WeChatAPI:
+    def __init__(self, settings: WeChatSettings, session: aiohttp.ClientSession,
+                 retry: RetryPolicy | None = None):
+        if not settings.has_credentials:
+            raise ValueError("WeChatAPI needs wechat.appid and wechat.secret")
+        self.settings = settings
+        self.session = session
+        self.retry = retry or RetryPolicy()
+        self.base = settings.api_base.rstrip("/")
+        self.tokens = TokenManager(self)
+        self._timeout = aiohttp.ClientTimeout(total=self.retry.timeout)
+
+    def __repr__(self) -> str:
+        return f"WeChatAPI(appid={self.settings.appid!r}, base={self.base!r})"
+
+    async def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+                       body: bytes | None = None) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
+        try:
+            async with self.session.request(method, self.base + path, params=params, data=body,
+                                            headers=headers, timeout=self._timeout) as resp:
+                if resp.status >= 500:
+                    raise _Transient(f"HTTP {resp.status}")
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise WeChatAPIError(None, f"HTTP {resp.status}")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _Transient(scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))) from None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise _Transient("the answer is not JSON") from None
+        if not isinstance(data, dict):
+            raise _Transient("the answer is not a JSON object")
+        return data
+
+    async def _with_retries(self, call: Callable[[], Any]) -> tuple[dict[str, Any], int]:
+        """Run `call` until it gives a non-transient answer or the attempts run out."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                data = await call()
+            except _Transient as exc:
+                if attempt >= self.retry.attempts:
+                    raise WeChatAPIError(None, str(exc)) from None
+                log.warning("WeChat API: %s; retrying (attempt %d of %d)", exc, attempt, self.retry.attempts)
+                await asyncio.sleep(self.retry.delay(attempt))
+                continue
+            errcode = _errcode(data)
+            if errcode in RETRYABLE_ERRORS and attempt < self.retry.attempts:
+                log.warning("WeChat API: errcode %s; retrying (attempt %d of %d)", errcode, attempt,
+                            self.retry.attempts)
+                await asyncio.sleep(self.retry.delay(attempt))
+                continue
+            return data, attempt
+
+    async def fetch_token(self) -> tuple[str, float]:
+        """A fresh access_token and its lifetime in seconds. Raises WeChatAPIError."""
+        s = self.settings
+        if s.use_stable_token:
+            body = json.dumps({"grant_type": "client_credential", "appid": s.appid,
+                               "secret": s.secret.reveal(), "force_refresh": False}).encode()
+            data, _ = await self._with_retries(lambda: self._request("POST", "/cgi-bin/stable_token",
+                                                                     body=body))
+        else:
+            params = {"grant_type": "client_credential", "appid": s.appid, "secret": s.secret.reveal()}
+            data, _ = await self._with_retries(lambda: self._request("GET", "/cgi-bin/token",
+                                                                     params=params))
+        token = data.get("access_token")
+        if _errcode(data) != 0 or not isinstance(token, str) or not token:
+            raise WeChatAPIError(_errcode(data) or None, str(data.get("errmsg", "no access_token")))
+        try:
+            expires_in = float(data.get("expires_in", 7200))
+        except (TypeError, ValueError):
+            expires_in = 7200.0
+        log.info("WeChat API: new access_token (expires in %d s)", expires_in)
+        return token, max(expires_in, 60.0)
+
+    async def call(self, path: str, body: bytes) -> tuple[dict[str, Any], int]:
+        """POST a JSON body to an access_token API; one token refresh on a token error."""
+        attempts = 0
+        refreshed = False
+        while True:
+            token = await self.tokens.get()
+            data, used = await self._with_retries(
+                lambda t=token: self._request("POST", path, params={"access_token": t}, body=body))
+            attempts += used
+            errcode = _errcode(data)
+            if errcode in TOKEN_ERRORS and not refreshed:
+                log.warning("WeChat API: errcode %s on %s; refreshing the access_token once", errcode, path)
+                self.tokens.invalidate(token)
+                refreshed = True
+                continue
+            return data, attempts
+
+    async def send(self, touser: str, reply: Reply) -> SendResult:
+        """Send one customer-service message. Never raises for WeChat's or the network's failures."""
+        body = build_send_body(touser, reply, self.settings.platform)
+        return await self.send_body(body)
+
+    async def send_body(self, body: bytes) -> SendResult:
+        try:
+            data, attempts = await self.call("/cgi-bin/message/custom/send", body)
+        except WeChatAPIError as exc:
+            return SendResult(ok=False, errcode=exc.errcode, errmsg=exc.errmsg, attempts=self.retry.attempts)
+        errcode = _errcode(data)
+        return SendResult(ok=errcode == 0, errcode=errcode, errmsg=str(data.get("errmsg", "")),
+                          attempts=attempts)
+
+
+def _errcode(data: Mapping[str, Any]) -> int:
+    try:
+        return int(data.get("errcode", 0))
+    except (TypeError, ValueError):
+        return -1

@@ -1,0 +1,141 @@
+"""YAML that remembers where everything came from, and the checks shared by bot.yaml and rule files.
+
+`load_yaml` returns plain dicts and lists (subclasses `YamlMap` and `YamlList`) that also know the line of
+each key and item, so that every later check can say `file:line: what is wrong`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+from .errors import Problem
+
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class YamlMap(dict):
+    """A mapping that knows its own line and the line of each of its keys."""
+
+    line: int = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key_lines: dict[Any, int] = {}
+
+    def line_of(self, key: Any) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class YamlList(list):
+    """A list that knows its own line and the line of each item."""
+
+    line: int = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.item_lines: list[int] = []
+
+    def line_of(self, index: int) -> int:
+        return self.item_lines[index] if 0 <= index < len(self.item_lines) else self.line
+
+
+class _DuplicateKey(yaml.MarkedYAMLError):
+    pass
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    pass
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YamlMap:
+    loader.flatten_mapping(node)
+    result = YamlMap()
+    result.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise _DuplicateKey(None, None, "a key must be plain text", key_node.start_mark) from None
+        if key in result:
+            raise _DuplicateKey(None, None, f"duplicate key '{key}'", key_node.start_mark)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _construct_list(loader: _Loader, node: yaml.SequenceNode) -> YamlList:
+    result = YamlList()
+    result.line = node.start_mark.line + 1
+    for item in node.value:
+        result.append(loader.construct_object(item, deep=True))
+        result.item_lines.append(item.start_mark.line + 1)
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_list)
+
+
+class YamlSyntaxError(Exception):
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+def load_yaml(text: str, filename: str) -> Any:
+    """Parse YAML text; raise YamlSyntaxError with `file:line` when it is not valid YAML."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem:
+            what = f"{exc.problem} ({exc.context})"
+        raise YamlSyntaxError(Problem(filename, line, f"YAML syntax: {what}")) from None
+    except yaml.YAMLError as exc:
+        raise YamlSyntaxError(Problem(filename, None, f"YAML syntax: {exc}")) from None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+class Checker:
+    """Collects problems for one file, so that every problem is reported, not just the first."""
+
+    def __init__(self, filename: str):
+        self.filename = filename
+        self.problems: list[Problem] = []
+
+    def add(self, line: int | None, message: str) -> None:
+        self.problems.append(Problem(self.filename, line, message))
+
+    def unknown_keys(self, mapping: YamlMap, allowed: Iterable[str], where: str = "") -> None:
+        allowed = list(allowed)
+        for key in mapping:
+            if key not in allowed:
+                prefix = f"{where}: " if where else ""
+                self.add(mapping.line_of(key), f"{prefix}unknown key '{key}'{did_you_mean(key, allowed)}")
