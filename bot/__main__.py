@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -32,8 +33,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
     settings = _load(args)
     app = create_app(settings)
-    web.run_app(app, host=settings.server.host, port=settings.server.port, print=None, access_log=None,
-                shutdown_timeout=5.0)
+    log = logging.getLogger("bot.serve")
+    web.run_app(app, host=settings.server.host, port=settings.server.port, access_log=None,
+                shutdown_timeout=5.0,
+                print=lambda _: log.info("listening on http://%s:%d%s", settings.server.host,
+                                         settings.server.port, settings.server.path))
     return 0
 
 

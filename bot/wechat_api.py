@@ -149,14 +149,14 @@ class TokenManager:
 
 class WeChatAPI:
     def __init__(self, settings: WeChatSettings, session: aiohttp.ClientSession,
-                 retry: RetryPolicy | None = None):
+                 retry: RetryPolicy | None = None, clock: Callable[[], float] = time.monotonic):
         if not settings.has_credentials:
             raise ValueError("WeChatAPI needs wechat.appid and wechat.secret")
         self.settings = settings
         self.session = session
         self.retry = retry or RetryPolicy()
         self.base = settings.api_base.rstrip("/")
-        self.tokens = TokenManager(self)
+        self.tokens = TokenManager(self, clock)
         self._timeout = aiohttp.ClientTimeout(total=self.retry.timeout)
 
     def __repr__(self) -> str:

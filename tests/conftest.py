@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from bot.server import RUNTIME, Runtime, create_app
+from bot.wechat_api import RetryPolicy
+
+from .fakewechat import FakeWeChat
+from .helpers import settings_for, signed_query
+
+# Fast retries so that failure tests take milliseconds; the policy's shape is what is under test.
+FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.005, timeout=0.5)
+
+
+@pytest.fixture
+async def fake(aiohttp_server) -> FakeWeChat:
+    fake = FakeWeChat()
+    server = await aiohttp_server(fake.app())
+    fake.base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    return fake
+
+
+@dataclass
+class Bot:
+    client: TestClient
+    runtime: Runtime
+    path: str = "/wechat"
+
+    async def push(self, body: bytes, query: dict[str, str] | None = None,
+                   content_type: str | None = None, **query_kw: Any):
+        headers = {"Content-Type": content_type} if content_type else {}
+        return await self.client.post(self.path, data=body, headers=headers,
+                                      params=query if query is not None else signed_query(**query_kw))
+
+    async def drain(self) -> None:
+        assert self.runtime.outbox is not None
+        await self.runtime.outbox.drain()
+
+
+BotFactory = Callable[..., Awaitable[Bot]]
+
+
+@pytest.fixture
+def make_bot(aiohttp_client, tmp_path, fake) -> BotFactory:
+    """make_bot(rules={"a.yaml": "..."}, templates=..., config=..., credentials=True) → a running Bot."""
+
+    async def factory(rules: dict[str, str], *, retry: RetryPolicy = FAST_RETRY, **kw: Any) -> Bot:
+        kw.setdefault("api_base", fake.base)
+        settings = settings_for(tmp_path, rules, **kw)
+        app = create_app(settings, retry=retry)
+        client = await aiohttp_client(app)
+        return Bot(client, app[RUNTIME], settings.server.path)
+
+    return factory

@@ -1,0 +1,144 @@
+"""The command line: check, chat and send, as an operator runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.__main__ import main
+
+from .fakewechat import Failure
+from .helpers import write_bot
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = {"a.yaml": "rules:\n  - name: hi\n    when: {equals: [你好]}\n    reply: 您好\n"}
+
+
+def test_check_passes_on_the_bundled_example(capsys):
+    assert main(["check", "--config", str(ROOT / "bot.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok: ") and "rules in 3 files" in out
+
+
+def test_check_reports_every_problem_with_file_and_line(tmp_path, capsys):
+    write_bot(tmp_path, {
+        "a.yaml": "rules:\n  - name: x\n    when: {keyword: [a]}\n    reply: hi\n",
+        "b.yaml": "rules:\n  - name: y\n    when: {regex: '(a'}\n    reply: {template: missing.j2}\n",
+        "c.yaml": "rules:\n  - name: z\n    when: [\n",
+    })
+    assert main(["check", "--config", str(tmp_path / "bot.yaml")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert "rules/a.yaml:3: rule 'x': unknown key 'keyword' (did you mean 'keywords'?)" in err
+    assert any(line.startswith("rules/b.yaml:3: rule 'y': bad regex") for line in err)
+    assert any(line.startswith("rules/b.yaml:4: rule 'y': template 'missing.j2' not found") for line in err)
+    assert any(line.startswith("rules/c.yaml:") and "YAML syntax" in line for line in err)
+
+
+def test_check_reports_config_problems(tmp_path, capsys):
+    write_bot(tmp_path, GOOD, config="server:\n  prot: 80\n")
+    assert main(["check", "--config", str(tmp_path / "bot.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "bot.yaml:" in err and "unknown key 'prot' (did you mean 'port'?)" in err
+
+
+def test_check_on_a_missing_config(tmp_path, capsys):
+    assert main(["check", "--config", str(tmp_path / "nope.yaml")]) == 1
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_chat_shows_rule_replies_and_transfer(monkeypatch, capsys):
+    import io
+    monkeypatch.setattr(sys, "stdin", io.StringIO("订单号 2024060112345678\n/event user_enter_tempsession\n"
+                                                  "随便聊聊\n/bogus\n/quit\n"))
+    assert main(["chat", "--config", str(ROOT / "bot.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "rule:  order-number (rules/20-orders.yaml:" in out
+    assert "reply: 正在查询订单 2024060112345678……" in out
+    assert "→ transfer to human agents" in out
+    assert "rule:  welcome" in out and "示例小店" in out
+    assert "rule:  (fallback)" in out
+    assert "unknown command" in out
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def test_python_dash_m_bot_runs_check():
+    result = _run("check")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: ")
+
+
+async def _send(config: Path, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "send", "--config", str(config), *args, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_send_sends_one_text(tmp_path, fake):
+    config = write_bot(tmp_path, GOOD, api_base=fake.base)
+    code, out, err = await _send(config, "o_user_1", "您好，您的订单已发货")
+    assert code == 0, err
+    assert "sent to o_user_1" in out
+    assert fake.sent == [{"touser": "o_user_1", "msgtype": "text",
+                          "text": {"content": "您好，您的订单已发货"}}]
+
+
+@pytest.mark.parametrize("errcode,words", [(40164, "IP"), (45015, "48 hours")])
+async def test_send_explains_wechats_errors(tmp_path, fake, errcode, words):
+    config = write_bot(tmp_path, GOOD, api_base=fake.base)
+    fake.fail("/cgi-bin/message/custom/send", Failure(errcode=errcode))
+    code, out, err = await _send(config, "o_user_1", "x")
+    assert code == 1
+    assert f"not sent: {errcode}: " in err and words in err
+
+
+async def test_send_needs_credentials(tmp_path, fake):
+    config = write_bot(tmp_path, GOOD, api_base=fake.base, credentials=False)
+    code, _, err = await _send(config, "o_user_1", "x")
+    assert code == 1 and "wechat.appid and wechat.secret are needed" in err
+
+
+async def test_serve_starts_on_the_bundled_config_and_answers(unused_tcp_port):
+    """The README's quick start: `python -m bot serve` with the bundled bot.yaml, then a signed push."""
+    import aiohttp
+
+    from .helpers import signed_query, text_fields, xml_push
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", "--port", str(unused_tcp_port), cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "WECHAT_TOKEN": "readme-token"})
+    try:
+        log_lines: list[str] = []
+        while True:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "serve exited: " + "".join(log_lines)
+            log_lines.append(line)
+            if "listening on http://127.0.0.1" in line:
+                break
+        base = f"http://127.0.0.1:{unused_tcp_port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base + "/healthz") as resp:
+                assert resp.status == 200
+            async with session.post(base + "/wechat", params=signed_query(token="readme-token"),
+                                    data=xml_push(text_fields("人工"))) as resp:
+                assert resp.status == 200
+                assert "transfer_customer_service" in await resp.text()
+            async with session.post(base + "/wechat", params=signed_query(token="readme-token"),
+                                    data=xml_push(text_fields("快递"))) as resp:
+                assert await resp.text() == "success"
+        while "not sent: no credentials" not in "".join(log_lines):
+            log_lines.append((await asyncio.wait_for(proc.stderr.readline(), 30)).decode())
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+    assert proc.returncode == 0

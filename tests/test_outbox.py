@@ -1,0 +1,143 @@
+"""The outbox: stored before the answer, sent in order per user, concurrent across users."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from bot.config import Secret, WeChatSettings
+from bot.messages import TextReply
+from bot.outbox import Outbox, short_user
+from bot.store import MemoryStore
+from bot.wechat_api import SendResult, WeChatAPI
+
+from .conftest import FAST_RETRY
+from .fakewechat import APPID, SECRET, Failure
+
+SEND = "/cgi-bin/message/custom/send"
+
+
+@pytest.fixture
+async def api(fake):
+    async with aiohttp.ClientSession() as session:
+        settings = WeChatSettings(appid=APPID, secret=Secret(SECRET), api_base=fake.base)
+        yield WeChatAPI(settings, session, FAST_RETRY)
+
+
+def texts(n: int, prefix: str) -> tuple[TextReply, ...]:
+    return tuple(TextReply(f"{prefix}{i}") for i in range(n))
+
+
+async def test_a_users_replies_go_out_in_order_while_others_proceed(fake, api):
+    store = MemoryStore()
+    outbox = Outbox(store, api.send)
+    await api.tokens.get()
+    hold = asyncio.Event()
+    fake.fail(SEND, Failure(hold=hold))  # A's first reply hangs
+    await outbox.submit("userA", texts(3, "a"), "push1")
+    await fake.wait_for(lambda: len(fake.calls_to(SEND)) == 1)
+    await outbox.submit("userB", texts(2, "b"), "push2")
+    await fake.wait_sent(2)  # B is not held up by A
+    assert [s["text"]["content"] for s in fake.sent] == ["b0", "b1"]
+    await outbox.submit("userA", texts(1, "late"), "push3")
+    hold.set()
+    await outbox.drain()
+    a_sent = [s["text"]["content"] for s in fake.sent if s["touser"] == "userA"]
+    assert a_sent == ["a0", "a1", "a2", "late0"]
+
+
+async def test_order_holds_across_retries(fake, api):
+    outbox = Outbox(MemoryStore(), api.send)
+    fake.fail(SEND, Failure(errcode=-1), Failure(http=500))
+    await outbox.submit("u", texts(4, "m"), "p")
+    await outbox.drain()
+    assert [s["text"]["content"] for s in fake.sent] == ["m0", "m1", "m2", "m3"]
+
+
+async def test_items_are_stored_before_sending_and_marked_after(fake, api):
+    store = MemoryStore()
+    outbox = Outbox(store, api.send)
+    hold = asyncio.Event()
+    fake.fail("/cgi-bin/token", Failure(hold=hold))
+    items = await outbox.submit("u", texts(2, "x"), "p")
+    stored = await store.outbox_items(status="pending")
+    assert {i.id for i in stored} == {i.id for i in items}
+    assert outbox.pending == 2
+    hold.set()
+    await outbox.drain()
+    assert [i.status for i in await store.outbox_items()] == ["sent", "sent"]
+    assert outbox.pending == 0
+
+
+async def test_a_failing_reply_does_not_block_the_next(fake, api):
+    store = MemoryStore()
+    outbox = Outbox(store, api.send)
+    fake.fail(SEND, Failure(errcode=45015))
+    await outbox.submit("u", texts(2, "x"), "p")
+    await outbox.drain()
+    by_text = {i.reply.content: i for i in await store.outbox_items()}
+    assert by_text["x0"].status == "failed" and by_text["x0"].errcode == 45015
+    assert by_text["x1"].status == "sent"
+
+
+async def test_a_crashing_sender_marks_failed_and_continues():
+    calls = []
+
+    async def sender(user, reply):
+        calls.append(reply.content)
+        if reply.content == "x0":
+            raise RuntimeError("boom")
+        return SendResult(ok=True)
+
+    store = MemoryStore()
+    outbox = Outbox(store, sender)
+    await outbox.submit("u", texts(2, "x"), "p")
+    await outbox.drain()
+    assert calls == ["x0", "x1"]
+    assert sorted(i.status for i in await store.outbox_items()) == ["failed", "sent"]
+
+
+async def test_concurrency_is_bounded():
+    running = 0
+    peak = 0
+    gate = asyncio.Event()
+    full = asyncio.Event()
+
+    async def sender(user, reply):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running >= 3:
+            full.set()
+        await gate.wait()
+        running -= 1
+        return SendResult(ok=True)
+
+    outbox = Outbox(MemoryStore(), sender, concurrency=3)
+    for i in range(10):
+        await outbox.submit(f"user{i}", texts(1, "x"), f"p{i}")
+    await full.wait()  # three sends are in flight; the other seven lanes wait at the limit
+    gate.set()
+    await outbox.drain()
+    assert peak == 3
+
+
+async def test_close_leaves_unsent_items_pending():
+    gate = asyncio.Event()
+
+    async def sender(user, reply):
+        await gate.wait()
+        return SendResult(ok=True)
+
+    store = MemoryStore()
+    outbox = Outbox(store, sender)
+    await outbox.submit("u", texts(3, "x"), "p")
+    await outbox.close(timeout=0.01)
+    assert [i.status for i in await store.outbox_items()] == ["pending"] * 3
+
+
+def test_short_user_hides_most_of_an_openid():
+    assert short_user("o9AgO5Kd5ggOC-bXrbNODIiE3bGY") == "o9Ag…3bGY"
+    assert short_user("short") == "short"

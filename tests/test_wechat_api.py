@@ -1,0 +1,180 @@
+"""The WeChat API client against the fake API: tokens, retries, failures, and secrets that never leak."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import pytest
+
+from bot.config import Secret, WeChatSettings
+from bot.messages import TextReply
+from bot.wechat_api import WeChatAPI, build_send_body, describe_errcode
+
+from .conftest import FAST_RETRY
+from .fakewechat import APPID, SECRET, Failure
+
+SEND = "/cgi-bin/message/custom/send"
+TOKEN_PATH = "/cgi-bin/token"
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def make_api(fake, session, *, secret: str = SECRET, stable: bool = False, clock=None) -> WeChatAPI:
+    settings = WeChatSettings(appid=APPID, secret=Secret(secret), token=Secret("t"), api_base=fake.base,
+                              use_stable_token=stable)
+    kwargs = {"clock": clock} if clock else {}
+    return WeChatAPI(settings, session, FAST_RETRY, **kwargs)
+
+
+async def test_send_fetches_a_token_and_sends(fake, session):
+    api = make_api(fake, session)
+    result = await api.send("o1", TextReply("你好"))
+    assert result.ok and result.errcode == 0
+    assert fake.sent == [{"touser": "o1", "msgtype": "text", "text": {"content": "你好"}}]
+    token_call = fake.calls_to(TOKEN_PATH)[0]
+    assert token_call.query == {"grant_type": "client_credential", "appid": APPID, "secret": SECRET}
+
+
+async def test_a_burst_of_sends_fetches_one_token(fake, session):
+    hold = asyncio.Event()
+    fake.fail(TOKEN_PATH, Failure(hold=hold))  # every send queues behind one slow refresh
+    api = make_api(fake, session)
+    sends = [asyncio.ensure_future(api.send(f"o{i}", TextReply("x"))) for i in range(20)]
+    await fake.wait_for(lambda: len(fake.calls_to(TOKEN_PATH)) == 1)
+    hold.set()
+    results = await asyncio.gather(*sends)
+    assert all(r.ok for r in results)
+    assert len(fake.calls_to(TOKEN_PATH)) == 1
+    assert len(fake.sent) == 20
+
+
+async def test_token_is_cached_and_refreshed_ahead_of_expiry(fake, session):
+    now = [1000.0]
+    fake.expires_in = 7200
+    api = make_api(fake, session, clock=lambda: now[0])
+    await api.send("o1", TextReply("a"))
+    now[0] += 6000  # still well inside the token's life
+    await api.send("o1", TextReply("b"))
+    assert len(fake.calls_to(TOKEN_PATH)) == 1
+    now[0] += 1000  # within the last 5 minutes: refresh before WeChat says it expired
+    await api.send("o1", TextReply("c"))
+    assert len(fake.calls_to(TOKEN_PATH)) == 2
+    assert [c.answer["errcode"] for c in fake.calls_to(SEND)] == [0, 0, 0]
+
+
+async def test_stable_token_is_used_when_configured(fake, session):
+    api = make_api(fake, session, stable=True)
+    assert (await api.send("o1", TextReply("x"))).ok
+    assert fake.calls_to(TOKEN_PATH) == []
+    body = fake.calls_to("/cgi-bin/stable_token")[0].body
+    assert body == {"grant_type": "client_credential", "appid": APPID, "secret": SECRET,
+                    "force_refresh": False}
+
+
+@pytest.mark.parametrize("errcode", [40001, 40014, 42001])
+async def test_token_error_refreshes_once_and_retries_once(fake, session, errcode):
+    api = make_api(fake, session)
+    assert (await api.send("o1", TextReply("a"))).ok
+    if errcode == 40001:
+        fake.revoke_tokens()  # another process took the token
+    else:
+        fake.fail(SEND, Failure(errcode=errcode))
+    result = await api.send("o1", TextReply("b"))
+    assert result.ok
+    assert len(fake.calls_to(TOKEN_PATH)) == 2
+    assert len(fake.calls_to(SEND)) == 3
+
+
+async def test_a_persistent_token_error_is_not_looped_on(fake, session):
+    api = make_api(fake, session)
+    fake.fail(SEND, Failure(errcode=40001), Failure(errcode=40001), Failure(errcode=40001))
+    result = await api.send("o1", TextReply("x"))
+    assert not result.ok and result.errcode == 40001
+    assert len(fake.calls_to(SEND)) == 2
+    assert len(fake.calls_to(TOKEN_PATH)) == 2
+
+
+@pytest.mark.parametrize("failure", [
+    Failure(errcode=-1), Failure(http=500), Failure(http=502), Failure(drop=True), Failure(delay=2.0),
+], ids=["errcode-1", "http500", "http502", "drop", "timeout"])
+async def test_transient_failures_are_retried(fake, session, failure):
+    api = make_api(fake, session)
+    fake.fail(SEND, failure, failure)
+    result = await api.send("o1", TextReply("x"))
+    assert result.ok
+    assert result.attempts == 3
+    assert len(fake.calls_to(SEND)) == 3
+
+
+async def test_retries_are_bounded(fake, session):
+    api = make_api(fake, session)
+    fake.fail(SEND, *[Failure(errcode=-1)] * 10)
+    result = await api.send("o1", TextReply("x"))
+    assert not result.ok and result.errcode == -1
+    assert len(fake.calls_to(SEND)) == FAST_RETRY.attempts
+
+
+async def test_http_errors_beyond_retries_fail_cleanly(fake, session):
+    api = make_api(fake, session)
+    fake.fail(SEND, *[Failure(http=503)] * 5)
+    result = await api.send("o1", TextReply("x"))
+    assert not result.ok and result.errcode is None and "503" in result.errmsg
+
+
+@pytest.mark.parametrize("errcode", [45015, 45047, 43004, 40003, 48001, 45009, 45002])
+async def test_final_errcodes_are_not_retried(fake, session, errcode):
+    api = make_api(fake, session)
+    fake.fail(SEND, Failure(errcode=errcode))
+    result = await api.send("o1", TextReply("x"))
+    assert not result.ok and result.errcode == errcode
+    assert len(fake.calls_to(SEND)) == 1
+
+
+async def test_wrong_secret_fails_without_sending(fake, session):
+    api = make_api(fake, session, secret="not-the-secret")
+    result = await api.send("o1", TextReply("x"))
+    assert not result.ok and result.errcode == 40125
+    assert "appsecret" in result.reason
+    assert fake.calls_to(SEND) == []
+
+
+async def test_unreachable_api_fails_cleanly(session, unused_tcp_port):
+    settings = WeChatSettings(appid=APPID, secret=Secret(SECRET), api_base=f"http://127.0.0.1:{unused_tcp_port}")
+    api = WeChatAPI(settings, session, FAST_RETRY)
+    result = await api.send("o1", TextReply("x"))
+    assert not result.ok and result.errcode is None
+
+
+async def test_secrets_and_tokens_never_reach_logs_or_reprs(fake, session, caplog):
+    caplog.set_level(logging.DEBUG)
+    api = make_api(fake, session)
+    fake.fail(TOKEN_PATH, Failure(drop=True), Failure(http=500))
+    fake.fail(SEND, Failure(errcode=40001), Failure(drop=True), Failure(errcode=-1))
+    assert (await api.send("o1", TextReply("x"))).ok
+    tokens = {c.answer["access_token"] for c in fake.calls_to(TOKEN_PATH)
+              if isinstance(c.answer, dict) and "access_token" in c.answer}
+    assert tokens
+    # aiohttp.access lines are the fake WeChat server's own access log, not kefu's
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
+    text += repr(api) + repr(api.settings) + repr(api.tokens.__dict__.keys())
+    assert SECRET not in text
+    for token in tokens:
+        assert token not in text
+
+
+def test_send_body_is_compact_utf8():
+    body = build_send_body("o1", TextReply("你好 😀"))
+    assert body == '{"touser":"o1","msgtype":"text","text":{"content":"你好 😀"}}'.encode()
+
+
+def test_errcodes_are_described_in_words():
+    assert "IP" in describe_errcode(40164, "invalid ip")
+    assert "quota" in describe_errcode(45047, "out of limit")
+    assert describe_errcode(99999, "mystery") == "99999: mystery"
+    assert "reached" in describe_errcode(None)
