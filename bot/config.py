@@ -107,7 +107,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
         "appid": ("str", ""),
         "secret": ("secret", ""),
         "token": ("secret", ""),
-        "encoding_aes_key": ("secret", ""),
+        "encoding_aes_key": ("aeskey", ""),
         "api_base": ("url", "https://api.weixin.qq.com"),
         "use_stable_token": ("bool", False),
     },
@@ -154,7 +154,7 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
     def wrong(expected: str) -> None:
         check.add(line, f"'{key}' must be {expected}, not {type_name(value)}")
 
-    if kind in ("str", "secret", "url", "urlpath", "platform", "store", "path"):
+    if kind in ("str", "secret", "aeskey", "url", "urlpath", "platform", "store", "path"):
         if value is None:
             value = ""
         if isinstance(value, int | float) and not isinstance(value, bool) and kind in ("str", "secret"):
@@ -162,7 +162,14 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
         if not isinstance(value, str):
             wrong("text")
             return None
-        if kind == "secret":
+        if kind == "aeskey" and value:
+            from .protocol.crypto import decode_aes_key
+
+            try:
+                decode_aes_key(value)
+            except ValueError as exc:
+                check.add(line, f"'{key}' {exc} (copy the EncodingAESKey from the WeChat console)")
+        if kind in ("secret", "aeskey"):
             return Secret(value)
         if kind == "platform" and value not in PLATFORMS:
             check.add(line, f"'platform' must be one of {', '.join(PLATFORMS)}, not '{value}'")
@@ -241,6 +248,7 @@ def parse_settings(text: str, filename: str, base: Path,
             check.add(data.line_of(name), f"'{name}' must be a mapping, not {type_name(section)}")
             section = YamlMap()
         sections[name] = _read(section, fields, check, base, name)
+    _cross_check(data, sections, check)
     if check.problems:
         raise ConfigError(check.problems)
     return Settings(
@@ -251,6 +259,18 @@ def parse_settings(text: str, filename: str, base: Path,
         source=filename,
         **values,
     )
+
+
+def _cross_check(data: YamlMap, sections: dict[str, Any], check: Checker) -> None:
+    """Settings that only make sense together."""
+    wechat = data.get("wechat") if isinstance(data.get("wechat"), YamlMap) else YamlMap()
+    security = data.get("security") if isinstance(data.get("security"), YamlMap) else YamlMap()
+    if sections["wechat"].get("encoding_aes_key") and not sections["wechat"].get("appid"):
+        check.add(wechat.line_of("encoding_aes_key"),
+                  "'encoding_aes_key' needs 'appid' too: safe mode checks that each message is for it")
+    if sections["security"].get("require_encryption") and not sections["wechat"].get("encoding_aes_key"):
+        check.add(security.line_of("require_encryption"),
+                  "'require_encryption' needs wechat.encoding_aes_key to decrypt the pushes")
 
 
 def _only(data: YamlMap, keys: Mapping[str, Any]) -> YamlMap:

@@ -24,8 +24,10 @@ from .engine import RuleSet, decide
 from .errors import ProtocolError, PushTooLarge
 from .messages import Message
 from .outbox import Outbox, short_user
-from .protocol.signature import check_timestamp, verify
-from .protocol.wire import CONTENT_TYPES, Format, parse_message, transfer_answer
+from .protocol.crypto import WeChatCrypto
+from .protocol.push import Push, PushCodec
+from .protocol.signature import verify
+from .protocol.wire import transfer_fields
 from .reload import RulesHolder, load_ruleset
 from .store import Store, open_store
 from .wechat_api import RetryPolicy, WeChatAPI
@@ -59,6 +61,7 @@ class Runtime:
     store: Store
     clock: Callable[[], float] = time.time
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    codec: PushCodec | None = None
     dedupe: Dedupe[Answer] = field(default_factory=Dedupe)
     outbox: Outbox | None = None
     api: WeChatAPI | None = None
@@ -75,6 +78,11 @@ def create_app(settings: Settings, *, ruleset: RuleSet | None = None, store: Sto
     runtime = Runtime(settings=settings, rules=RulesHolder(ruleset, clock), clock=clock,
                       store=store if store is not None else open_store(settings.store, settings.source),
                       retry=retry or RetryPolicy())
+    wechat = settings.wechat
+    crypto = WeChatCrypto(wechat.encoding_aes_key.reveal(), wechat.appid) if wechat.encoding_aes_key else None
+    runtime.codec = PushCodec(wechat.token, crypto, clock=clock,
+                              max_timestamp_age=settings.security.max_timestamp_age,
+                              require_encryption=settings.security.require_encryption)
     app = web.Application(client_max_size=settings.security.max_body_bytes + 1024)
     app[RUNTIME] = runtime
     path = settings.server.path
@@ -110,17 +118,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 # ---- handlers --------------------------------------------------------------------------------------------
 
 
-def _verify_signature(rt: Runtime, request: web.Request) -> None:
-    q = request.query
-    verify((rt.settings.wechat.token.reveal(), q.get("timestamp", ""), q.get("nonce", "")),
-           q.get("signature"))
-
-
 async def handle_verify(request: web.Request) -> web.Response:
     """The URL check WeChat makes when the 消息推送 URL is saved: echo `echostr` if the signature holds."""
     rt = request.app[RUNTIME]
-    try:
-        _verify_signature(rt, request)
+    q = request.query
+    try:  # the echostr is plaintext on mini programs and official accounts, in every mode
+        verify((rt.settings.wechat.token.reveal(), q.get("timestamp", ""), q.get("nonce", "")),
+               q.get("signature"))
     except ProtocolError as exc:
         log.warning("URL verification refused from %s: %s", request.remote, exc)
         return web.Response(status=exc.status, text="forbidden")
@@ -148,12 +152,14 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 
 async def handle_push(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    codec = rt.codec
+    if codec is None:  # pragma: no cover - create_app always sets it
+        raise RuntimeError("no codec")
     started = time.perf_counter()
     try:
-        _verify_signature(rt, request)
-        check_timestamp(request.query.get("timestamp"), rt.clock(), rt.settings.security.max_timestamp_age)
+        codec.verify_query(request.query)
         body = await _read_body(request, rt.settings.security.max_body_bytes)
-        message, fmt = parse_message(body, request.headers.get("Content-Type"))
+        push = codec.read(request.query, body, request.headers.get("Content-Type"))
     except ProtocolError as exc:
         log.warning("push refused with %d from %s: %s", exc.status, request.remote, exc)
         return web.Response(status=exc.status, text=type(exc).__name__)
@@ -161,6 +167,7 @@ async def handle_push(request: web.Request) -> web.Response:
         log.warning("push body could not be read from %s: %s", request.remote, type(exc).__name__)
         return web.Response(status=400, text="unreadable body")
 
+    message = push.message
     first, future = rt.dedupe.claim(message.dedupe_key)
     if not first:
         try:
@@ -172,24 +179,28 @@ async def handle_push(request: web.Request) -> web.Response:
         return answer.response()
     answer: Answer | None = None
     try:
-        answer = await _handle_message(rt, message, fmt, started)
+        answer = await _handle_message(rt, push, started)
     except Exception:
         log.exception("push from %s could not be handled; answering safely", short_user(message.from_user))
-        answer = _safe_answer(rt, message, fmt)
+        answer = _safe_answer(rt, push)
     finally:  # retries waiting on this push get the same answer, even if this handler was cancelled
         if not future.done():
-            future.set_result(answer if answer is not None else _safe_answer(rt, message, fmt))
+            future.set_result(answer if answer is not None else _safe_answer(rt, push))
     return answer.response()
 
 
-def _safe_answer(rt: Runtime, message: Message, fmt: Format) -> Answer:
+def _transfer(rt: Runtime, push: Push) -> Answer:
+    body, content_type = rt.codec.seal(push, transfer_fields(push.message, int(rt.clock())))
+    return Answer(body, content_type, "transfer")
+
+
+def _safe_answer(rt: Runtime, push: Push) -> Answer:
     """When kefu itself fails: hand a user's message to human agents; acknowledge an event."""
-    if message.is_event:
-        return SUCCESS
-    return Answer(transfer_answer(message, fmt, int(rt.clock())), CONTENT_TYPES[fmt], "transfer")
+    return SUCCESS if push.message.is_event else _transfer(rt, push)
 
 
-async def _handle_message(rt: Runtime, message: Message, fmt: Format, started: float) -> Answer:
+async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
+    message = push.message
     ruleset = rt.rules.current  # one snapshot for the whole push
     now = datetime.fromtimestamp(rt.clock(), TIMEZONE)
     decision = decide(ruleset, message, now)
@@ -199,12 +210,10 @@ async def _handle_message(rt: Runtime, message: Message, fmt: Format, started: f
     if rt.outbox is None:
         raise RuntimeError("the app's lifecycle has not started")
     await rt.outbox.submit(message.from_user, decision.replies, message.dedupe_key)
-    if decision.transfer:
-        answer = Answer(transfer_answer(message, fmt, int(rt.clock())), CONTENT_TYPES[fmt], "transfer")
-    else:
-        answer = SUCCESS
-    log.info("push user=%s type=%s rule=%s version=%s replies=%d answer=%s latency=%.1fms",
-             short_user(message.from_user), _type_label(message), decision.label, decision.version,
+    answer = _transfer(rt, push) if decision.transfer else SUCCESS
+    log.info("push user=%s type=%s%s rule=%s version=%s replies=%d answer=%s latency=%.1fms",
+             short_user(message.from_user), _type_label(message), " (aes)" if push.encrypted else "",
+             decision.label, decision.version,
              len(decision.replies), answer.kind, (time.perf_counter() - started) * 1000)
     return answer
 

@@ -240,7 +240,7 @@ def _fill(parent: ET.Element, fields: Mapping[str, Any]) -> None:
             child.text = str(value)
 
 
-def transfer_answer(message: Message, fmt: Format, now: int, kf_account: str | None = None) -> bytes:
+def transfer_fields(message: Message, now: int, kf_account: str | None = None) -> dict[str, Any]:
     """The transfer_customer_service answer that hands the conversation to human agents."""
     fields: dict[str, Any] = {
         "ToUserName": message.from_user,
@@ -250,7 +250,12 @@ def transfer_answer(message: Message, fmt: Format, now: int, kf_account: str | N
     }
     if kf_account:
         fields["TransInfo"] = {"KfAccount": kf_account}
-    return dump_fields(fields, fmt)
+    return fields
+
+
+def transfer_answer(message: Message, fmt: Format, now: int, kf_account: str | None = None) -> bytes:
+    """transfer_fields, serialised in the push's format."""
+    return dump_fields(transfer_fields(message, now, kf_account), fmt)
 
 
 CONTENT_TYPES: dict[Format, str] = {"xml": "application/xml", "json": "application/json"}
