@@ -75,8 +75,11 @@ def vars_of(reply: Reply) -> dict[str, Any]:
     return {name: getattr(reply, name) for name in reply.__dataclass_fields__}
 
 
-def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
-             clock: Callable[[], float] = time.time, timezone: ZoneInfo = TIMEZONE) -> int:
+def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO | None = None,
+             stdout: TextIO | None = None, clock: Callable[[], float] = time.time,
+             timezone: ZoneInfo = TIMEZONE) -> int:
+    stdin = stdin if stdin is not None else sys.stdin  # looked up per call: tests and shells swap them
+    stdout = stdout if stdout is not None else sys.stdout
     interactive = stdin.isatty()
     ruleset = ruleset_source()
     print(f"kefu chat: {len(ruleset.rules)} rules (version {ruleset.version}). /help for commands.",

@@ -133,10 +133,12 @@ def _interpolate(value: Any, env: Mapping[str, str], check: Checker, line: int) 
     if isinstance(value, str) and "${" in value:
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
-            if name in env:
+            if env.get(name):
                 return env[name]
-            if default is not None:
+            if default is not None:  # as in the shell: the default is for unset *or empty*
                 return default
+            if name in env:
+                return ""
             check.add(line, f"environment variable {name} is not set (write ${{{name}:-default}} "
                             "to give a default)")
             return ""

@@ -198,6 +198,64 @@ class MiniProgramPageReply(Reply):
 
 
 @dataclass(frozen=True, slots=True)
+class VoiceReply(Reply):
+    media_id: str
+    kind = "voice"
+
+
+@dataclass(frozen=True, slots=True)
+class VideoReply(Reply):
+    media_id: str
+    title: str = ""
+    description: str = ""
+    thumb_media_id: str = ""
+    kind = "video"
+
+
+@dataclass(frozen=True, slots=True)
+class MusicReply(Reply):
+    title: str
+    description: str
+    music_url: str
+    hq_music_url: str
+    thumb_media_id: str
+    kind = "music"
+
+
+@dataclass(frozen=True, slots=True)
+class NewsReply(Reply):
+    """One article (WeChat allows one per message since 2018)."""
+
+    title: str
+    description: str
+    url: str
+    pic_url: str
+    kind = "news"
+
+
+@dataclass(frozen=True, slots=True)
+class MenuReply(Reply):
+    """msgmenu: options the user taps; the tap comes back as a text with bizmsgmenuid = the option's id."""
+
+    head_content: str
+    options: tuple[tuple[str, str], ...]  # (id, content)
+    tail_content: str = ""
+    kind = "msgmenu"
+
+
+@dataclass(frozen=True, slots=True)
+class CardReply(Reply):
+    card_id: str
+    kind = "wxcard"
+
+
+# What an official account may answer passively, in the HTTP answer itself.
+PASSIVE_KINDS = frozenset({"text", "image", "voice", "video", "music", "news"})
+# What only official accounts can send.
+OFFICIAL_ACCOUNT_KINDS = frozenset({"voice", "video", "music", "news", "msgmenu", "wxcard"})
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What the engine decided for one message. The server and the outbox carry it out."""
 
@@ -207,6 +265,9 @@ class Decision:
     match: Mapping[str, Any] | None = None
     version: str = ""
     error: str | None = None  # set when a reply could not be rendered
+    passive: bool = False  # official accounts: the (single) reply goes in the HTTP answer itself
+    kf_account: str | None = None  # transfer to this agent (official accounts)
+    send_as: str | None = None  # API sends appear from this agent (customservice.kf_account)
 
     @property
     def label(self) -> str:

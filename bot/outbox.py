@@ -19,7 +19,7 @@ from .wechat_api import SendResult
 
 log = logging.getLogger(__name__)
 
-Sender = Callable[[str, Reply], Awaitable[SendResult]]
+Sender = Callable[[str, Reply, str | None], Awaitable[SendResult]]  # (user, reply, send_as)
 NO_CREDENTIALS = "not sent: no credentials"
 
 
@@ -39,11 +39,12 @@ class Outbox:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    async def submit(self, user: str, replies: tuple[Reply, ...], push: str) -> list[OutboxItem]:
+    async def submit(self, user: str, replies: tuple[Reply, ...], push: str,
+                     send_as: str | None = None) -> list[OutboxItem]:
         """Store the replies (before the push is answered), then schedule them for sending."""
         if not replies:
             return []
-        items = await self.store.outbox_add(user, replies, push, self.clock())
+        items = await self.store.outbox_add(user, replies, push, self.clock(), send_as)
         lane = self._lanes.get(user)
         if lane is not None:
             lane.extend(items)  # the lane's worker is running and will reach them in order
@@ -74,7 +75,7 @@ class Outbox:
         async with self._limit:
             started = time.perf_counter()
             try:
-                result = await self.sender(item.user, item.reply)
+                result = await self.sender(item.user, item.reply, item.send_as)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug in a sender must not kill the lane

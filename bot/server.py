@@ -22,12 +22,12 @@ from .config import TIMEZONE, Settings
 from .dedupe import Dedupe
 from .engine import RuleSet, decide
 from .errors import ProtocolError, PushTooLarge
-from .messages import Message
+from .messages import Message, Reply
 from .outbox import Outbox, short_user
 from .protocol.crypto import WeChatCrypto
 from .protocol.push import Push, PushCodec
 from .protocol.signature import verify
-from .protocol.wire import transfer_fields
+from .protocol.wire import passive_fields, transfer_fields
 from .reload import RulesHolder, load_ruleset
 from .store import Store, open_store
 from .wechat_api import RetryPolicy, WeChatAPI
@@ -189,9 +189,14 @@ async def handle_push(request: web.Request) -> web.Response:
     return answer.response()
 
 
-def _transfer(rt: Runtime, push: Push) -> Answer:
-    body, content_type = rt.codec.seal(push, transfer_fields(push.message, int(rt.clock())))
+def _transfer(rt: Runtime, push: Push, kf_account: str | None = None) -> Answer:
+    body, content_type = rt.codec.seal(push, transfer_fields(push.message, int(rt.clock()), kf_account))
     return Answer(body, content_type, "transfer")
+
+
+def _passive(rt: Runtime, push: Push, reply: Reply) -> Answer:
+    body, content_type = rt.codec.seal(push, passive_fields(push.message, reply, int(rt.clock())))
+    return Answer(body, content_type, f"passive {reply.kind}")
 
 
 def _safe_answer(rt: Runtime, push: Push) -> Answer:
@@ -209,8 +214,11 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
                   "handing over to agents" if decision.transfer else "nothing sent")
     if rt.outbox is None:
         raise RuntimeError("the app's lifecycle has not started")
-    await rt.outbox.submit(message.from_user, decision.replies, message.dedupe_key)
-    answer = _transfer(rt, push) if decision.transfer else SUCCESS
+    if decision.passive and decision.replies:
+        answer = _passive(rt, push, decision.replies[0])  # an official account's answer in the HTTP reply
+    else:
+        await rt.outbox.submit(message.from_user, decision.replies, message.dedupe_key, decision.send_as)
+        answer = _transfer(rt, push, decision.kf_account) if decision.transfer else SUCCESS
     log.info("push user=%s type=%s%s rule=%s version=%s replies=%d answer=%s latency=%.1fms",
              short_user(message.from_user), _type_label(message), " (aes)" if push.encrypted else "",
              decision.label, decision.version,

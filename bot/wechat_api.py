@@ -26,7 +26,19 @@ import aiohttp
 
 from .config import WeChatSettings
 from .errors import WeChatAPIError
-from .messages import ImageReply, LinkReply, MiniProgramPageReply, Reply, TextReply
+from .messages import (
+    CardReply,
+    ImageReply,
+    LinkReply,
+    MenuReply,
+    MiniProgramPageReply,
+    MusicReply,
+    NewsReply,
+    Reply,
+    TextReply,
+    VideoReply,
+    VoiceReply,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +108,29 @@ class _Transient(Exception):
     """A failure worth retrying: network, timeout, 5xx, unreadable answer."""
 
 
-def build_send_body(touser: str, reply: Reply, platform: str = "miniprogram") -> bytes:
+def build_send_body(touser: str, reply: Reply, platform: str = "miniprogram",
+                    send_as: str | None = None) -> bytes:
     """The custom/send JSON for one reply: UTF-8, never \\u-escaped, built once."""
     body: dict[str, Any] = {"touser": touser, "msgtype": reply.kind}
     if isinstance(reply, TextReply):
         body["text"] = {"content": reply.content}
-    elif isinstance(reply, ImageReply):
-        body["image"] = {"media_id": reply.media_id}
+    elif isinstance(reply, ImageReply | VoiceReply):
+        body[reply.kind] = {"media_id": reply.media_id}
+    elif isinstance(reply, VideoReply):
+        body["video"] = {"media_id": reply.media_id, "thumb_media_id": reply.thumb_media_id,
+                         "title": reply.title, "description": reply.description}
+    elif isinstance(reply, MusicReply):
+        body["music"] = {"title": reply.title, "description": reply.description, "musicurl": reply.music_url,
+                         "hqmusicurl": reply.hq_music_url, "thumb_media_id": reply.thumb_media_id}
+    elif isinstance(reply, NewsReply):
+        body["news"] = {"articles": [{"title": reply.title, "description": reply.description,
+                                      "url": reply.url, "picurl": reply.pic_url}]}
+    elif isinstance(reply, MenuReply):
+        body["msgmenu"] = {"head_content": reply.head_content,
+                           "list": [{"id": i, "content": c} for i, c in reply.options],
+                           "tail_content": reply.tail_content}
+    elif isinstance(reply, CardReply):
+        body["wxcard"] = {"card_id": reply.card_id}
     elif isinstance(reply, LinkReply):
         body["link"] = {"title": reply.title, "description": reply.description, "url": reply.url,
                         "thumb_url": reply.thumb_url}
@@ -114,6 +142,8 @@ def build_send_body(touser: str, reply: Reply, platform: str = "miniprogram") ->
         body["miniprogrampage"] = page
     else:  # pragma: no cover - every Reply kind is above
         raise TypeError(f"cannot send {type(reply).__name__}")
+    if send_as:
+        body["customservice"] = {"kf_account": send_as}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -243,9 +273,9 @@ class WeChatAPI:
                 continue
             return data, attempts
 
-    async def send(self, touser: str, reply: Reply) -> SendResult:
+    async def send(self, touser: str, reply: Reply, send_as: str | None = None) -> SendResult:
         """Send one customer-service message. Never raises for WeChat's or the network's failures."""
-        body = build_send_body(touser, reply, self.settings.platform)
+        body = build_send_body(touser, reply, self.settings.platform, send_as)
         return await self.send_body(body)
 
     async def send_body(self, body: bytes) -> SendResult:

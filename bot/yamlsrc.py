@@ -25,9 +25,15 @@ class YamlMap(dict):
     def __init__(self) -> None:
         super().__init__()
         self.key_lines: dict[Any, int] = {}
+        self.value_lines: dict[Any, int] = {}
 
     def line_of(self, key: Any) -> int:
+        """The line of the key: where to point at the key itself."""
         return self.key_lines.get(key, self.line)
+
+    def value_line_of(self, key: Any) -> int:
+        """The line where the value's text starts (for `key: |`, the line after the key)."""
+        return self.value_lines.get(key, self.line_of(key))
 
 
 class YamlList(list):
@@ -65,7 +71,15 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YamlMap:
             raise _DuplicateKey(None, None, f"duplicate key '{key}'", key_node.start_mark)
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
+        if isinstance(value_node, yaml.ScalarNode):
+            result.value_lines[key] = _content_line(value_node)
     return result
+
+
+def _content_line(node: yaml.Node) -> int:
+    """Where a node's text starts: for a block scalar (| or >), the line after its indicator."""
+    line = node.start_mark.line + 1
+    return line + 1 if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">") else line
 
 
 def _construct_list(loader: _Loader, node: yaml.SequenceNode) -> YamlList:
@@ -73,7 +87,7 @@ def _construct_list(loader: _Loader, node: yaml.SequenceNode) -> YamlList:
     result.line = node.start_mark.line + 1
     for item in node.value:
         result.append(loader.construct_object(item, deep=True))
-        result.item_lines.append(item.start_mark.line + 1)
+        result.item_lines.append(_content_line(item))
     return result
 
 

@@ -85,7 +85,7 @@ async def test_a_failing_reply_does_not_block_the_next(fake, api):
 async def test_a_crashing_sender_marks_failed_and_continues():
     calls = []
 
-    async def sender(user, reply):
+    async def sender(user, reply, send_as=None):
         calls.append(reply.content)
         if reply.content == "x0":
             raise RuntimeError("boom")
@@ -105,7 +105,7 @@ async def test_concurrency_is_bounded():
     gate = asyncio.Event()
     full = asyncio.Event()
 
-    async def sender(user, reply):
+    async def sender(user, reply, send_as=None):
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
@@ -127,7 +127,7 @@ async def test_concurrency_is_bounded():
 async def test_close_leaves_unsent_items_pending():
     gate = asyncio.Event()
 
-    async def sender(user, reply):
+    async def sender(user, reply, send_as=None):
         await gate.wait()
         return SendResult(ok=True)
 

@@ -10,32 +10,19 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, meta
-from jinja2.sandbox import SandboxedEnvironment
-
-from ..errors import Problem, RulesError
-from ..yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, did_you_mean, load_yaml, type_name
-from .conditions import AllOf, Condition, Equals, EventIs, Keywords, MsgTypeIs, Prefix, Regex
-from .render import (
-    CONTEXT_NAMES,
-    ImageTemplate,
-    LinkTemplate,
-    MiniProgramPageTemplate,
-    ReplyTemplate,
-    Text,
-    TextTemplate,
-    has_jinja,
-    make_environment,
-)
+from ..errors import RulesError
+from ..messages import PASSIVE_KINDS
+from ..yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml, type_name
+from .conditions import AllOf, Condition, Equals, EventIs, EventKey, Keywords, MsgTypeIs, Prefix, Regex
+from .replies import ReplyCompiler
 from .ruleset import Fallback, Rule, RuleSet
 
 FILE_KEYS = ("rules", "fallback")
-RULE_KEYS = ("name", "when", "reply", "transfer", "priority")
-FALLBACK_KEYS = ("reply", "transfer")
-WHEN_KEYS = ("keywords", "equals", "prefix", "regex", "event", "msgtype")
-REPLY_KINDS = ("text", "template", "image", "link", "miniprogrampage")
-LINK_KEYS = {"title": True, "description": False, "url": True, "thumb_url": False}
-PAGE_KEYS = {"title": True, "pagepath": True, "thumb_media_id": True, "appid": False}
+ACTION_KEYS = ("reply", "transfer", "via", "kf_account", "send_as")
+RULE_KEYS = ("name", "when", "priority", *ACTION_KEYS)
+FALLBACK_KEYS = ACTION_KEYS
+WHEN_KEYS = ("keywords", "equals", "prefix", "regex", "event", "msgtype", "event_key")
+VIA = ("passive", "api")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,54 +35,7 @@ class SourceFile:
     key: str = ""
 
 
-class _Compiler:
-    def __init__(self, templates: Sequence[SourceFile], platform: str, templates_label: str):
-        self.platform = platform
-        self.templates_label = templates_label
-        self.template_keys = {t.key for t in templates}
-        self.env: SandboxedEnvironment = make_environment({t.key: t.text for t in templates})
-        self.problems: list[Problem] = []
-
-    # ---- templates -------------------------------------------------------------------------------
-
-    def check_template_files(self, templates: Sequence[SourceFile]) -> None:
-        for source in templates:
-            check = Checker(source.name)
-            try:
-                ast = self.env.parse(source.text, name=source.key)
-                self._check_names(check, ast, 0, "template")
-                self.env.get_template(source.key)  # compiles once; kept in the environment's cache
-            except TemplateSyntaxError as exc:
-                check.add(exc.lineno, f"template syntax: {exc.message}")
-            self.problems.extend(check.problems)
-
-    def _check_names(self, check: Checker, ast: Any, line: int, what: str) -> None:
-        for name in sorted(meta.find_undeclared_variables(ast)):
-            if name not in CONTEXT_NAMES and name not in self.env.globals:
-                check.add(line or None, f"{what} uses unknown name '{name}'"
-                                        f"{did_you_mean(name, CONTEXT_NAMES)}; templates see "
-                                        f"{', '.join(CONTEXT_NAMES)}")
-        for ref in meta.find_referenced_templates(ast):
-            if ref is not None and ref not in self.template_keys:
-                check.add(line or None, f"{what} includes '{ref}', not found in {self.templates_label}"
-                                        f"{did_you_mean(ref, self.template_keys)}")
-
-    def text(self, check: Checker, value: Any, line: int, what: str) -> Text | None:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str):
-            check.add(line, f"{what} must be text, not {type_name(value)}")
-            return None
-        if not has_jinja(value):
-            return Text(constant=value)
-        try:
-            ast = self.env.parse(value)
-        except TemplateSyntaxError as exc:
-            check.add(line + (exc.lineno or 1) - 1, f"{what}: template syntax: {exc.message}")
-            return None
-        self._check_names(check, ast, line, what)
-        return Text(template=self.env.from_string(value))
-
+class _Compiler(ReplyCompiler):
     # ---- rules -----------------------------------------------------------------------------------
 
     def strings(self, check: Checker, value: Any, line: int, what: str) -> tuple[str, ...] | None:
@@ -126,6 +66,9 @@ class _Compiler:
             if key not in when:
                 continue
             key_line = when.line_of(key)
+            if key == "event_key" and isinstance(when[key], YamlMap):
+                conditions.append(self.event_key_pattern(check, when[key], key_line, where))
+                continue
             values = self.strings(check, when[key], key_line, f"{where}: '{key}'")
             if values is None:
                 continue
@@ -139,102 +82,30 @@ class _Compiler:
                 conditions.append(EventIs(frozenset(v.strip().lower() for v in values)))
             elif key == "msgtype":
                 conditions.append(MsgTypeIs(frozenset(v.strip().lower() for v in values)))
+            elif key == "event_key":
+                conditions.append(EventKey(frozenset(v.strip() for v in values)))
             elif key == "regex":
-                patterns = []
-                for i, source in enumerate(values):
-                    try:
-                        patterns.append(re.compile(source))
-                    except re.error as exc:
-                        regex_line = when[key].line_of(i) if isinstance(when[key], YamlList) else key_line
-                        check.add(regex_line, f"{where}: bad regex {source!r}: {exc.msg}"
-                                              f" at position {exc.pos}")
-                conditions.append(Regex(tuple(patterns)))
+                conditions.append(Regex(self.patterns(check, values, when[key], key_line, where)))
         if len(check.problems) > before:
             return None
         return conditions[0] if len(conditions) == 1 else AllOf(tuple(conditions))
 
-    def replies(self, check: Checker, value: Any, line: int, where: str) -> tuple[ReplyTemplate, ...]:
-        items = value if isinstance(value, YamlList) else [value]
-        out: list[ReplyTemplate] = []
-        for i, item in enumerate(items):
-            item_line = items.line_of(i) if isinstance(items, YamlList) else line
-            reply = self.reply(check, item, item_line, where)
-            if reply is not None:
-                out.append(reply)
-        if isinstance(value, YamlList) and not value:
-            check.add(line, f"{where}: 'reply' is an empty list")
+    @staticmethod
+    def patterns(check: Checker, values: tuple[str, ...], node: Any, line: int,
+                 where: str) -> tuple[re.Pattern[str], ...]:
+        out = []
+        for i, source in enumerate(values):
+            try:
+                out.append(re.compile(source))
+            except re.error as exc:
+                check.add(node.line_of(i) if isinstance(node, YamlList) else line,
+                          f"{where}: bad regex {source!r}: {exc.msg} at position {exc.pos}")
         return tuple(out)
 
-    def reply(self, check: Checker, item: Any, line: int, where: str) -> ReplyTemplate | None:
-        if isinstance(item, str):
-            text = self.text(check, item, line, f"{where}: reply")
-            return TextTemplate(text) if text else None
-        if not isinstance(item, YamlMap):
-            check.add(line, f"{where}: a reply is text or a mapping with one of "
-                            f"{', '.join(REPLY_KINDS)}, not {type_name(item)}")
-            return None
-        kinds = [k for k in item if k in REPLY_KINDS]
-        check.unknown_keys(item, REPLY_KINDS, f"{where}: reply")
-        if len(kinds) != 1:
-            if not kinds and not any(k not in REPLY_KINDS for k in item):
-                check.add(line, f"{where}: a reply needs one of {', '.join(REPLY_KINDS)}")
-            elif len(kinds) > 1:
-                check.add(line, f"{where}: a reply has one kind, not {' and '.join(kinds)} "
-                                "(use a list for several replies)")
-            return None
-        kind = kinds[0]
-        value, kind_line = item[kind], item.line_of(kind)
-        if kind == "text":
-            text = self.text(check, value, kind_line, f"{where}: text")
-            return TextTemplate(text) if text else None
-        if kind == "template":
-            return self.template_reply(check, value, kind_line, where)
-        if kind == "image":
-            media_id = self.text(check, value, kind_line, f"{where}: image (a media_id)")
-            return ImageTemplate(media_id) if media_id else None
-        fields_spec = LINK_KEYS if kind == "link" else PAGE_KEYS
-        fields = self.fields(check, value, kind_line, f"{where}: {kind}", fields_spec)
-        if fields is None:
-            return None
-        if kind == "link":
-            return LinkTemplate(**fields)
-        if self.platform == "official_account" and fields["appid"] is None:
-            check.add(kind_line, f"{where}: miniprogrampage needs 'appid' on an official account")
-            return None
-        return MiniProgramPageTemplate(**fields)
-
-    def template_reply(self, check: Checker, value: Any, line: int, where: str) -> ReplyTemplate | None:
-        if not isinstance(value, str) or not value.strip():
-            check.add(line, f"{where}: 'template' must be a file name in {self.templates_label}")
-            return None
-        if value not in self.template_keys:
-            check.add(line, f"{where}: template '{value}' not found in {self.templates_label}"
-                            f"{did_you_mean(value, self.template_keys)}")
-            return None
-        try:
-            return TextTemplate(Text(template=self.env.get_template(value)))
-        except TemplateSyntaxError:
-            return None  # reported at the template's own file and line
-
-    def fields(self, check: Checker, value: Any, line: int, where: str,
-               spec: Mapping[str, bool]) -> dict[str, Text | None] | None:
-        if not isinstance(value, YamlMap):
-            check.add(line, f"{where} must be a mapping with {', '.join(spec)}")
-            return None
-        check.unknown_keys(value, spec, where)
-        out: dict[str, Text | None] = {}
-        ok = True
-        for key, required in spec.items():
-            if key not in value:
-                if required:
-                    check.add(line, f"{where} needs '{key}'")
-                    ok = False
-                out[key] = None if key == "appid" else Text(constant="")
-                continue
-            text = self.text(check, value[key], value.line_of(key), f"{where}: {key}")
-            ok = ok and text is not None
-            out[key] = text
-        return out if ok else None
+    def event_key_pattern(self, check: Checker, spec: YamlMap, line: int, where: str) -> Condition:
+        check.unknown_keys(spec, ("regex",), f"{where}: event_key")
+        values = self.strings(check, spec.get("regex"), spec.line_of("regex"), f"{where}: event_key regex")
+        return EventKey(frozenset(), self.patterns(check, values or (), spec.get("regex"), line, where))
 
     def rule(self, check: Checker, item: Any, line: int, file: str) -> Rule | None:
         if not isinstance(item, YamlMap):
@@ -251,30 +122,69 @@ class _Compiler:
             when = None
         else:
             when = self.when(check, item["when"], item.line_of("when"), where)
-        replies = self.replies(check, item["reply"], item.line_of("reply"), where) if "reply" in item else ()
-        transfer = self.flag(check, item, "transfer", False, where)
+        action = self.action(check, item, line, where, default_transfer=False)
         priority = item.get("priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
             check.add(item.line_of("priority"), f"{where}: 'priority' must be a whole number")
             priority = 0
-        if "reply" not in item and not transfer:
-            check.add(line, f"{where}: does nothing; give it a 'reply' or 'transfer: true'")
-        if when is None:
+        if when is None or action is None:
             return None
-        return Rule(name=name, file=file, line=line, priority=priority, when=when,
-                    replies=replies, transfer=transfer)
+        return Rule(name=name, file=file, line=line, priority=priority, when=when, **action)
 
     def fallback(self, check: Checker, item: Any, line: int, file: str) -> Fallback | None:
         if not isinstance(item, YamlMap):
             check.add(line, "'fallback' must be a mapping with 'reply' and/or 'transfer'")
             return None
         check.unknown_keys(item, FALLBACK_KEYS, "fallback")
-        replies = self.replies(check, item["reply"], item.line_of("reply"), "fallback") \
-            if "reply" in item else ()
-        transfer = self.flag(check, item, "transfer", "reply" not in item, "fallback")
+        action = self.action(check, item, line, "fallback", default_transfer="reply" not in item)
+        return Fallback(file=file, line=line, **action) if action is not None else None
+
+    def action(self, check: Checker, item: YamlMap, line: int, where: str,
+               default_transfer: bool) -> dict[str, Any] | None:
+        """What a rule (or the fallback) does: replies, transfer, and how the replies are delivered."""
+        before = len(check.problems)
+        replies, kinds = self.replies(check, item["reply"], item.value_line_of("reply"), where) \
+            if "reply" in item else ((), ())
+        transfer = self.flag(check, item, "transfer", default_transfer, where)
         if "reply" not in item and not transfer:
-            check.add(line, "fallback: does nothing; give it a 'reply' or 'transfer: true'")
-        return Fallback(replies=replies, transfer=transfer, file=file, line=line)
+            check.add(line, f"{where}: does nothing; give it a 'reply' or 'transfer: true'")
+        names = {}
+        for key in ("via", "kf_account", "send_as"):
+            value = item.get(key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                check.add(item.line_of(key), f"{where}: '{key}' must be text")
+                value = None
+            names[key] = value.strip() if value else None
+        via = names["via"]
+        official = self.platform == "official_account"
+        if via is not None and via not in VIA:
+            check.add(item.line_of("via"), f"{where}: 'via' is passive or api, not '{via}'")
+        elif via == "passive" and not official:
+            check.add(item.line_of("via"), f"{where}: mini programs answer only through the API; "
+                                           "'via: passive' is for official accounts")
+        elif via == "passive" and transfer:
+            check.add(item.line_of("via"), f"{where}: one answer cannot carry both a passive reply and "
+                                           "a transfer; use 'via: api' or drop the transfer")
+        elif via == "passive" and len(replies) != 1:
+            check.add(item.line_of("via"), f"{where}: a passive answer carries exactly one reply, "
+                                           f"not {len(replies)}")
+        elif via == "passive" and kinds[0] not in PASSIVE_KINDS and kinds[0] != "template":
+            check.add(item.line_of("via"), f"{where}: a '{kinds[0]}' reply cannot be passive; passive "
+                                           f"answers are {', '.join(sorted(PASSIVE_KINDS))}")
+        for key in ("kf_account", "send_as"):
+            if names[key] and not official:
+                check.add(item.line_of(key), f"{where}: '{key}' is for official accounts only")
+        if names["kf_account"] and not transfer:
+            check.add(item.line_of("kf_account"), f"{where}: 'kf_account' names the agent of a transfer; "
+                                                  "add 'transfer: true'")
+        if len(check.problems) > before:
+            return None
+        # Official accounts: one passive-capable reply without a transfer goes in the HTTP answer, unless
+        # the rule says 'via: api' (unverified accounts have no send API; a passive answer always works).
+        passive = official and not transfer and len(replies) == 1 and via != "api" and (
+            kinds[0] in PASSIVE_KINDS or kinds[0] == "template")
+        return {"replies": replies, "transfer": transfer, "passive": passive,
+                "kf_account": names["kf_account"], "send_as": names["send_as"]}
 
     @staticmethod
     def flag(check: Checker, item: YamlMap, key: str, default: bool, where: str) -> bool:

@@ -115,3 +115,29 @@ class AllOf(Condition):
                 return None
             captures.update(found)
         return captures
+
+
+@dataclass(frozen=True, slots=True)
+class EventKey(Condition):
+    """An event's EventKey is one of the values, or a pattern matches it (captures as with regex).
+
+    For a subscribe through a parametric QR code (EventKey `qrscene_123`) and for SCAN (`123`) the scene,
+    `123`, is tried too: a rule on `123` fires for both."""
+
+    values: frozenset[str]
+    patterns: tuple[re.Pattern[str], ...] = ()
+
+    def test(self, message: Message) -> Captures | None:
+        if not message.is_event:
+            return None
+        candidates = [c for c in (message.event_key, getattr(message, "scene", None)) if c]  # type: ignore[attr-defined]
+        for candidate in candidates:
+            if candidate in self.values:
+                return {"event_key": candidate}
+        for pattern in self.patterns:
+            for candidate in candidates:
+                found = pattern.search(candidate)
+                if found:
+                    groups = {k: v for k, v in found.groupdict().items() if v is not None}
+                    return {"event_key": candidate, **groups}
+        return None

@@ -11,7 +11,7 @@ from jinja2 import TemplateError
 
 from ..messages import Decision, Message, Reply
 from .render import ReplyTemplate
-from .ruleset import Rule, RuleSet
+from .ruleset import Fallback, Rule, RuleSet
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +31,22 @@ def decide(ruleset: RuleSet, message: Message, now: datetime) -> Decision:
     Events are never transferred. A reply that fails to render is never sent half-made: the user is handed to
     human agents instead (for an event, nothing is sent) and the error is in the Decision."""
     rule, captures = find_rule(ruleset, message)
-    if rule is not None:
-        templates, transfer, name = rule.replies, rule.transfer, rule.name
-        rule_info: Mapping[str, Any] = {"name": rule.name, "file": rule.file, "line": rule.line,
-                                        "priority": rule.priority}
-    else:
-        templates, transfer, name = ruleset.fallback.replies, ruleset.fallback.transfer, None
-        rule_info = {"name": None, "file": ruleset.fallback.file, "line": ruleset.fallback.line,
-                     "priority": None}
+    action: Rule | Fallback = rule if rule is not None else ruleset.fallback
+    name = rule.name if rule is not None else None
+    rule_info: Mapping[str, Any] = {"name": name, "file": action.file, "line": action.line,
+                                    "priority": rule.priority if rule is not None else None}
     context = {"message": message, "match": captures, "vars": ruleset.vars, "now": now,
                "rule": rule_info}
     try:
-        replies = render_all(templates, context)
-    except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
+        replies = render_all(action.replies, context)
+    except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError,
+            RecursionError) as exc:
         return Decision(rule=name, replies=(), transfer=not message.is_event, match=captures,
                         version=ruleset.version, error=f"{type(exc).__name__}: {exc}")
-    return Decision(rule=name, replies=replies, transfer=transfer and not message.is_event,
-                    match=captures, version=ruleset.version)
+    transfer = action.transfer and not message.is_event
+    return Decision(rule=name, replies=replies, transfer=transfer, match=captures, version=ruleset.version,
+                    passive=action.passive, kf_account=action.kf_account if transfer else None,
+                    send_as=action.send_as)
 
 
 def render_all(templates: tuple[ReplyTemplate, ...], context: Mapping[str, Any]) -> tuple[Reply, ...]:

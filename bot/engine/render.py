@@ -9,7 +9,7 @@ from typing import Any
 from jinja2 import DictLoader, StrictUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
-from ..messages import ImageReply, LinkReply, MiniProgramPageReply, Reply, TextReply
+from ..messages import MenuReply, Reply, TextReply
 
 # The names every template sees.
 CONTEXT_NAMES = ("message", "match", "vars", "now", "rule")
@@ -64,41 +64,28 @@ class TextTemplate(ReplyTemplate):
 
 
 @dataclass(frozen=True, slots=True)
-class ImageTemplate(ReplyTemplate):
-    media_id: Text
+class FieldsTemplate(ReplyTemplate):
+    """A reply made of named text fields (image, link, miniprogrampage, video, music, news, wxcard, …).
+    When `skip_if_empty` names a field that renders empty, the reply is skipped."""
+
+    reply_type: type[Reply]
+    fields: tuple[tuple[str, Text | None], ...]
+    skip_if_empty: str | None = None
 
     def render(self, context: Mapping[str, Any]) -> Reply | None:
-        media_id = self.media_id.render(context).strip()
-        return ImageReply(media_id) if media_id else None
+        values = {name: text.render(context).strip() if text is not None else None
+                  for name, text in self.fields}
+        if self.skip_if_empty and not values[self.skip_if_empty]:
+            return None
+        return self.reply_type(**values)
 
 
 @dataclass(frozen=True, slots=True)
-class LinkTemplate(ReplyTemplate):
-    title: Text
-    description: Text
-    url: Text
-    thumb_url: Text
+class MenuTemplate(ReplyTemplate):
+    head: Text
+    options: tuple[tuple[Text, Text], ...]
+    tail: Text
 
     def render(self, context: Mapping[str, Any]) -> Reply | None:
-        return LinkReply(
-            title=self.title.render(context).strip(),
-            description=self.description.render(context).strip(),
-            url=self.url.render(context).strip(),
-            thumb_url=self.thumb_url.render(context).strip(),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class MiniProgramPageTemplate(ReplyTemplate):
-    title: Text
-    pagepath: Text
-    thumb_media_id: Text
-    appid: Text | None
-
-    def render(self, context: Mapping[str, Any]) -> Reply | None:
-        return MiniProgramPageReply(
-            title=self.title.render(context).strip(),
-            pagepath=self.pagepath.render(context).strip(),
-            thumb_media_id=self.thumb_media_id.render(context).strip(),
-            appid=self.appid.render(context).strip() if self.appid is not None else None,
-        )
+        options = tuple((i.render(context).strip(), c.render(context).strip()) for i, c in self.options)
+        return MenuReply(self.head.render(context).strip(), options, self.tail.render(context).strip())

@@ -19,6 +19,9 @@ class Rule:
     when: Condition
     replies: tuple[ReplyTemplate, ...]
     transfer: bool
+    passive: bool = False  # official accounts: the one reply goes in the HTTP answer
+    kf_account: str | None = None  # transfer to this agent
+    send_as: str | None = None  # API sends appear from this agent
 
     @property
     def where(self) -> str:
@@ -31,6 +34,9 @@ class Fallback:
 
     replies: tuple[ReplyTemplate, ...] = ()
     transfer: bool = True
+    passive: bool = False
+    kf_account: str | None = None
+    send_as: str | None = None
     file: str | None = None
     line: int | None = None
 

@@ -26,10 +26,9 @@ def check_timestamp(timestamp: str | None, now: float, max_age: int) -> int:
     """Return the timestamp as an int; raise StaleTimestamp when it is too far from `now`.
 
     A max_age of 0 turns the age check off (the timestamp must still be a number)."""
-    try:
-        value = int(timestamp or "")
-    except ValueError:
-        raise StaleTimestamp("timestamp is not a number") from None
+    if not timestamp or not timestamp.isascii() or not timestamp.isdigit():
+        raise StaleTimestamp("timestamp is not a number")
+    value = int(timestamp)
     if max_age and abs(now - value) > max_age:
         raise StaleTimestamp(f"timestamp is {int(now - value)} s away from the clock")
     return value

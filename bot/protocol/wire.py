@@ -7,6 +7,7 @@ serializer, never by string formatting, so any text round-trips.
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -20,6 +21,7 @@ from ..messages import (
     EnterSessionEvent,
     EventMessage,
     ImageMessage,
+    ImageReply,
     KfSessionEvent,
     LinkMessage,
     LocationEvent,
@@ -27,11 +29,17 @@ from ..messages import (
     MenuEvent,
     Message,
     MiniProgramPageMessage,
+    MusicReply,
+    NewsReply,
+    Reply,
     SubscribeEvent,
     TextMessage,
+    TextReply,
     UnknownMessage,
     VideoMessage,
+    VideoReply,
     VoiceMessage,
+    VoiceReply,
 )
 
 Format = Literal["xml", "json"]
@@ -228,7 +236,13 @@ def dump_fields(fields: Mapping[str, Any], fmt: Format) -> bytes:
         return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     root = ET.Element("xml")
     _fill(root, fields)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=False)
+    # ElementTree writes \r raw, which parsers turn into \n: a character reference keeps it. Tag names have
+    # no \r, so every \r here is inside text.
+    return ET.tostring(root, encoding="utf-8", xml_declaration=False).replace(b"\r", b"&#13;")
+
+
+# Characters XML 1.0 cannot carry at all, not even as references.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
 def _fill(parent: ET.Element, fields: Mapping[str, Any]) -> None:
@@ -237,7 +251,7 @@ def _fill(parent: ET.Element, fields: Mapping[str, Any]) -> None:
         if isinstance(value, Mapping):
             _fill(child, value)
         else:
-            child.text = str(value)
+            child.text = _NOT_XML.sub("", str(value))
 
 
 def transfer_fields(message: Message, now: int, kf_account: str | None = None) -> dict[str, Any]:
@@ -250,6 +264,32 @@ def transfer_fields(message: Message, now: int, kf_account: str | None = None) -
     }
     if kf_account:
         fields["TransInfo"] = {"KfAccount": kf_account}
+    return fields
+
+
+def passive_fields(message: Message, reply: Reply, now: int) -> dict[str, Any]:
+    """An official account's passive reply: the answer to the push carries the message itself."""
+    fields: dict[str, Any] = {"ToUserName": message.from_user, "FromUserName": message.to_user,
+                              "CreateTime": now, "MsgType": reply.kind}
+    if isinstance(reply, TextReply):
+        fields["Content"] = reply.content
+    elif isinstance(reply, ImageReply):
+        fields["Image"] = {"MediaId": reply.media_id}
+    elif isinstance(reply, VoiceReply):
+        fields["Voice"] = {"MediaId": reply.media_id}
+    elif isinstance(reply, VideoReply):
+        fields["Video"] = {"MediaId": reply.media_id, "Title": reply.title,
+                           "Description": reply.description}
+    elif isinstance(reply, MusicReply):
+        fields["Music"] = {"Title": reply.title, "Description": reply.description,
+                           "MusicUrl": reply.music_url, "HQMusicUrl": reply.hq_music_url,
+                           "ThumbMediaId": reply.thumb_media_id}
+    elif isinstance(reply, NewsReply):
+        fields["ArticleCount"] = 1
+        fields["Articles"] = {"item": {"Title": reply.title, "Description": reply.description,
+                                       "PicUrl": reply.pic_url, "Url": reply.url}}
+    else:
+        raise ValueError(f"a {reply.kind} reply cannot be a passive answer")
     return fields
 
 

@@ -19,6 +19,7 @@ class OutboxItem:
     reply: Reply
     push: str  # the dedupe key of the push that caused it
     created_at: float
+    send_as: str | None = None  # official accounts: the agent the message appears from
     status: Status = "pending"
     attempts: int = 0
     errcode: int | None = None
@@ -36,8 +37,8 @@ class Store(Protocol):
 
     async def ping(self) -> bool: ...
 
-    async def outbox_add(self, user: str, replies: tuple[Reply, ...], push: str,
-                         now: float) -> list[OutboxItem]: ...
+    async def outbox_add(self, user: str, replies: tuple[Reply, ...], push: str, now: float,
+                         send_as: str | None = None) -> list[OutboxItem]: ...
 
     async def outbox_update(self, item: OutboxItem) -> None: ...
 

@@ -29,10 +29,10 @@ class MemoryStore:
     async def ping(self) -> bool:
         return True
 
-    async def outbox_add(self, user: str, replies: tuple[Reply, ...], push: str,
-                         now: float) -> list[OutboxItem]:
-        items = [OutboxItem(id=next(self._ids), user=user, reply=r, push=push, created_at=now)
-                 for r in replies]
+    async def outbox_add(self, user: str, replies: tuple[Reply, ...], push: str, now: float,
+                         send_as: str | None = None) -> list[OutboxItem]:
+        items = [OutboxItem(id=next(self._ids), user=user, reply=r, push=push, created_at=now,
+                            send_as=send_as) for r in replies]
         for item in items:
             self._items[item.id] = item
         return items

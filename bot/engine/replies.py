@@ -1,0 +1,265 @@
+"""Compiling templates and `reply:` values. The base of the rule compiler in compile.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from jinja2 import TemplateSyntaxError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from ..errors import Problem
+from ..messages import (
+    OFFICIAL_ACCOUNT_KINDS,
+    CardReply,
+    ImageReply,
+    LinkReply,
+    MiniProgramPageReply,
+    MusicReply,
+    NewsReply,
+    Reply,
+    VideoReply,
+    VoiceReply,
+)
+from ..yamlsrc import Checker, YamlList, YamlMap, did_you_mean, type_name
+from .render import (
+    CONTEXT_NAMES,
+    FieldsTemplate,
+    MenuTemplate,
+    ReplyTemplate,
+    Text,
+    TextTemplate,
+    has_jinja,
+    make_environment,
+)
+
+# Kinds given by one value: `image: MEDIA_ID`.
+SCALAR_KINDS: dict[str, tuple[type[Reply], str, str]] = {
+    "image": (ImageReply, "media_id", "a media_id"),
+    "voice": (VoiceReply, "media_id", "a media_id"),
+    "wxcard": (CardReply, "card_id", "a card_id"),
+}
+# Kinds given by a mapping: YAML key (WeChat's name) -> (dataclass field, required).
+MAPPING_KINDS: dict[str, tuple[type[Reply], dict[str, tuple[str, bool]]]] = {
+    "link": (LinkReply, {"title": ("title", True), "description": ("description", False),
+                         "url": ("url", True), "thumb_url": ("thumb_url", False)}),
+    "miniprogrampage": (MiniProgramPageReply, {
+        "title": ("title", True), "pagepath": ("pagepath", True),
+        "thumb_media_id": ("thumb_media_id", True), "appid": ("appid", False)}),
+    "video": (VideoReply, {"media_id": ("media_id", True), "title": ("title", False),
+                           "description": ("description", False),
+                           "thumb_media_id": ("thumb_media_id", False)}),
+    "music": (MusicReply, {"title": ("title", False), "description": ("description", False),
+                           "musicurl": ("music_url", True), "hqmusicurl": ("hq_music_url", False),
+                           "thumb_media_id": ("thumb_media_id", True)}),
+    "news": (NewsReply, {"title": ("title", True), "description": ("description", False),
+                         "url": ("url", True), "picurl": ("pic_url", False)}),
+}
+REPLY_KINDS = ("text", "template", *SCALAR_KINDS, *MAPPING_KINDS, "msgmenu")
+MENU_KEYS = ("head_content", "list", "tail_content")
+
+
+class ReplyCompiler:
+    def __init__(self, templates: Sequence[Any], platform: str, templates_label: str):
+        self.platform = platform
+        self.templates_label = templates_label
+        self.template_keys = {t.key for t in templates}
+        self.env: SandboxedEnvironment = make_environment({t.key: t.text for t in templates})
+        self.problems: list[Problem] = []
+
+    # ---- templates -------------------------------------------------------------------------------
+
+    def check_template_files(self, templates: Sequence[Any]) -> None:
+        includes: dict[str, set[str]] = {}
+        for source in templates:
+            check = Checker(source.name)
+            try:
+                ast = self.env.parse(source.text, name=source.key)
+                self._check_names(check, ast, 0, "template")
+                includes[source.key] = {r for r in meta.find_referenced_templates(ast) if r is not None}
+                self.env.get_template(source.key)  # compiles once; kept in the environment's cache
+            except TemplateSyntaxError as exc:
+                check.add(exc.lineno, f"template syntax: {exc.message}")
+            self.problems.extend(check.problems)
+        names = {t.key: t.name for t in templates}
+        for key, cycle in _include_cycles(includes):
+            self.problems.append(Problem(names[key], None, "templates include each other in a circle: "
+                                                           + " → ".join(cycle)))
+
+    def _check_names(self, check: Checker, ast: Any, line: int, what: str) -> None:
+        for name in sorted(meta.find_undeclared_variables(ast)):
+            if name not in CONTEXT_NAMES and name not in self.env.globals:
+                check.add(line or None, f"{what} uses unknown name '{name}'"
+                                        f"{did_you_mean(name, CONTEXT_NAMES)}; templates see "
+                                        f"{', '.join(CONTEXT_NAMES)}")
+        for ref in meta.find_referenced_templates(ast):
+            if ref is not None and ref not in self.template_keys:
+                check.add(line or None, f"{what} includes '{ref}', not found in {self.templates_label}"
+                                        f"{did_you_mean(ref, self.template_keys)}")
+
+    def text(self, check: Checker, value: Any, line: int, what: str) -> Text | None:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            check.add(line, f"{what} must be text, not {type_name(value)}")
+            return None
+        if not has_jinja(value):
+            return Text(constant=value)
+        try:
+            ast = self.env.parse(value)
+            self._check_names(check, ast, line, what)
+            return Text(template=self.env.from_string(value))
+        except TemplateSyntaxError as exc:  # also an unknown filter or test (TemplateAssertionError)
+            check.add(line + (exc.lineno or 1) - 1, f"{what}: template syntax: {exc.message}")
+            return None
+
+    # ---- replies ---------------------------------------------------------------------------------
+
+    def replies(self, check: Checker, value: Any, line: int,
+                where: str) -> tuple[tuple[ReplyTemplate, ...], tuple[str, ...]]:
+        """The compiled replies and their kinds (text, image, …), in order."""
+        items = value if isinstance(value, YamlList) else [value]
+        out: list[ReplyTemplate] = []
+        kinds: list[str] = []
+        for i, item in enumerate(items):
+            item_line = items.line_of(i) if isinstance(items, YamlList) else line
+            compiled = self.reply(check, item, item_line, where)
+            if compiled is not None:
+                out.append(compiled[0])
+                kinds.append(compiled[1])
+        if isinstance(value, YamlList) and not value:
+            check.add(line, f"{where}: 'reply' is an empty list")
+        return tuple(out), tuple(kinds)
+
+    def reply(self, check: Checker, item: Any, line: int, where: str) -> tuple[ReplyTemplate, str] | None:
+        if isinstance(item, str):
+            text = self.text(check, item, line, f"{where}: reply")
+            return (TextTemplate(text), "text") if text else None
+        if not isinstance(item, YamlMap):
+            check.add(line, f"{where}: a reply is text or a mapping with one of "
+                            f"{', '.join(REPLY_KINDS)}, not {type_name(item)}")
+            return None
+        kinds = [k for k in item if k in REPLY_KINDS]
+        check.unknown_keys(item, REPLY_KINDS, f"{where}: reply")
+        if len(kinds) != 1:
+            if not kinds and not any(k not in REPLY_KINDS for k in item):
+                check.add(line, f"{where}: a reply needs one of {', '.join(REPLY_KINDS)}")
+            elif len(kinds) > 1:
+                check.add(line, f"{where}: a reply has one kind, not {' and '.join(kinds)} "
+                                "(use a list for several replies)")
+            return None
+        kind = kinds[0]
+        kind_line = item.line_of(kind)
+        if kind in OFFICIAL_ACCOUNT_KINDS and self.platform != "official_account":
+            check.add(kind_line, f"{where}: '{kind}' replies are for official accounts only "
+                                 "(wechat.platform: official_account)")
+            return None
+        # text values are located where their text starts (`text: |` → the next line)
+        line = item.value_line_of(kind) if kind in ("text", *SCALAR_KINDS) else kind_line
+        compiled = self._reply_of_kind(check, kind, item[kind], line, where)
+        return (compiled, kind) if compiled is not None else None
+
+    def _reply_of_kind(self, check: Checker, kind: str, value: Any, line: int,
+                       where: str) -> ReplyTemplate | None:
+        if kind == "text":
+            text = self.text(check, value, line, f"{where}: text")
+            return TextTemplate(text) if text else None
+        if kind == "template":
+            return self.template_reply(check, value, line, where)
+        if kind in SCALAR_KINDS:
+            reply_type, field, what = SCALAR_KINDS[kind]
+            text = self.text(check, value, line, f"{where}: {kind} ({what})")
+            return FieldsTemplate(reply_type, ((field, text),), skip_if_empty=field) if text else None
+        if kind == "msgmenu":
+            return self.menu(check, value, line, where)
+        reply_type, spec = MAPPING_KINDS[kind]
+        fields = self.fields(check, value, line, f"{where}: {kind}", spec)
+        if fields is None:
+            return None
+        if kind == "miniprogrampage" and self.platform == "official_account" and fields["appid"] is None:
+            check.add(line, f"{where}: miniprogrampage needs 'appid' on an official account")
+            return None
+        return FieldsTemplate(reply_type, tuple(fields.items()))
+
+    def template_reply(self, check: Checker, value: Any, line: int, where: str) -> ReplyTemplate | None:
+        if not isinstance(value, str) or not value.strip():
+            check.add(line, f"{where}: 'template' must be a file name in {self.templates_label}")
+            return None
+        if value not in self.template_keys:
+            check.add(line, f"{where}: template '{value}' not found in {self.templates_label}"
+                            f"{did_you_mean(value, self.template_keys)}")
+            return None
+        try:
+            return TextTemplate(Text(template=self.env.get_template(value)))
+        except TemplateSyntaxError:
+            return None  # reported at the template's own file and line
+
+    def fields(self, check: Checker, value: Any, line: int, where: str,
+               spec: dict[str, tuple[str, bool]]) -> dict[str, Text | None] | None:
+        if not isinstance(value, YamlMap):
+            check.add(line, f"{where} must be a mapping with {', '.join(spec)}")
+            return None
+        check.unknown_keys(value, spec, where)
+        out: dict[str, Text | None] = {}
+        ok = True
+        for key, (field, required) in spec.items():
+            if key not in value:
+                if required:
+                    check.add(line, f"{where} needs '{key}'")
+                    ok = False
+                out[field] = None if key == "appid" else Text(constant="")
+                continue
+            text = self.text(check, value[key], value.value_line_of(key), f"{where}: {key}")
+            ok = ok and text is not None
+            out[field] = text
+        return out if ok else None
+
+    def menu(self, check: Checker, value: Any, line: int, where: str) -> ReplyTemplate | None:
+        what = f"{where}: msgmenu"
+        if not isinstance(value, YamlMap):
+            check.add(line, f"{what} must be a mapping with {', '.join(MENU_KEYS)}")
+            return None
+        check.unknown_keys(value, MENU_KEYS, what)
+        head = self.text(check, value.get("head_content", ""), value.value_line_of("head_content"),
+                         f"{what}: head_content")
+        tail = self.text(check, value.get("tail_content", ""), value.value_line_of("tail_content"),
+                         f"{what}: tail_content")
+        options = value.get("list")
+        if not isinstance(options, YamlList) or not options:
+            check.add(value.line_of("list"), f"{what} needs a 'list' of options ({{id, content}})")
+            return None
+        compiled: list[tuple[Text, Text]] = []
+        for i, option in enumerate(options):
+            option_line = options.line_of(i)
+            if not isinstance(option, YamlMap) or "id" not in option or "content" not in option:
+                check.add(option_line, f"{what}: each option is a mapping with 'id' and 'content'")
+                continue
+            check.unknown_keys(option, ("id", "content"), f"{what}: option")
+            option_id = self.text(check, option["id"], option.value_line_of("id"), f"{what}: id")
+            content = self.text(check, option["content"], option.value_line_of("content"),
+                                f"{what}: content")
+            if option_id and content:
+                compiled.append((option_id, content))
+        if head is None or tail is None or len(compiled) != len(options):
+            return None
+        return MenuTemplate(head, tuple(compiled), tail)
+
+
+def _include_cycles(includes: dict[str, set[str]]) -> list[tuple[str, list[str]]]:
+    """Each circle of includes once, as (a template in it, the circle from that template back to it)."""
+    found: list[tuple[str, list[str]]] = []
+    reported: set[frozenset[str]] = set()
+
+    def walk(key: str, path: list[str]) -> None:
+        for ref in sorted(includes.get(key, ())):
+            if ref in path:
+                circle = path[path.index(ref):] + [ref]
+                if frozenset(circle) not in reported:
+                    reported.add(frozenset(circle))
+                    found.append((ref, circle))
+            elif ref in includes:
+                walk(ref, [*path, ref])
+
+    for start in sorted(includes):
+        walk(start, [start])
+    return found
