@@ -46,9 +46,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     ruleset = load_ruleset(settings)
-    print(f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} files, {len(ruleset.templates)} "
-          f"templates (version {ruleset.version})")
+    print(f"ok: {_count(len(ruleset.rules), 'rule')} in {_count(len(ruleset.files), 'file')}, "
+          f"{_count(len(ruleset.templates), 'template')} (version {ruleset.version})")
     return 0
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -113,6 +113,11 @@ def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO | None = None,
         if decision.error:
             print(f"  error: {decision.error}", file=stdout)
         if decision.transfer:
-            print("  → transfer to human agents (transfer_customer_service)", file=stdout)
+            agent = f", agent {decision.kf_account}" if decision.kf_account else ""
+            print(f"  → transfer to human agents (transfer_customer_service{agent})", file=stdout)
+        elif decision.passive and decision.replies:
+            print("  → answered passively, in the HTTP answer", file=stdout)
         elif not decision.replies:
             print("  → answers success, sends nothing", file=stdout)
+        if decision.send_as and decision.replies:
+            print(f"  → sent as agent {decision.send_as}", file=stdout)

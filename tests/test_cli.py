@@ -142,3 +142,18 @@ async def test_serve_starts_on_the_bundled_config_and_answers(unused_tcp_port):
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 15)
     assert proc.returncode == 0
+
+
+def test_the_official_account_example_checks_and_chats(monkeypatch, capsys):
+    import io
+
+    config = str(ROOT / "examples" / "official-account" / "bot.yaml")
+    assert main(["check", "--config", config]) == 0
+    assert capsys.readouterr().out.startswith("ok: 8 rules in 1 file, 0 templates")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("新书\n人工\n/event SCAN 123\n满意\n"))
+    assert main(["chat", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "rule:  new-books" in out and "answered passively" in out
+    assert "agent xiaowang@example" in out
+    assert "rule:  qr-store-123" in out
+    assert "收到您的评价：满意" in out
