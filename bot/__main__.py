@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from . import __version__
 from .config import Settings, load_settings
@@ -32,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_format, args.log_level)
     settings = _load(args)
-    app = create_app(settings)
+    app = create_app(settings, config=Path(args.config), watch=not args.no_watch, signals=True)
     log = logging.getLogger("bot.serve")
     web.run_app(app, host=settings.server.host, port=settings.server.port, access_log=None,
                 shutdown_timeout=5.0,
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", "run the bot server")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--no-watch", action="store_true",
+                       help="do not reload when files change (SIGHUP and POST /admin/reload still do)")
     serve.set_defaults(func=cmd_serve)
     command("check", "validate bot.yaml, rules and templates").set_defaults(func=cmd_check)
     command("chat", "type messages as a user and see what the bot would do").set_defaults(func=cmd_chat)

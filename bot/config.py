@@ -97,6 +97,7 @@ class Settings:
     vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     security: SecuritySettings = SecuritySettings()
     admin: AdminSettings = AdminSettings()
+    allow_empty_rules: bool = False  # true: no rule files is fine (every message gets the fallback)
     source: str = "<defaults>"
 
 
@@ -124,6 +125,7 @@ _TOP: dict[str, tuple[str, Any]] = {
     "templates": ("path", "templates"),
     "store": ("store", "memory://"),
     "vars": ("map", {}),
+    "allow_empty_rules": ("bool", False),
 }
 STORE_SCHEMES = ("memory://", "sqlite:///", "redis://")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

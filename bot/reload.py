@@ -1,20 +1,29 @@
 """Reading the rules and templates folders from disk and compiling them: the one loader that `serve`,
-`check` and `chat` share, so that what `check` accepts is exactly what the server runs.
+`check`, `chat` and every reload share, so that what `check` accepts is exactly what the server runs.
 
-`load_ruleset` is synchronous (file reads, YAML, Jinja compilation): the server runs it in a thread.
-`RulesHolder` is the single reference a request reads once to get a complete RuleSet snapshot.
+`load_ruleset` is synchronous (file reads, YAML, Jinja compilation): the Reloader runs it in a thread.
+`RulesHolder` is the single reference a request reads once to get a complete RuleSet snapshot; the
+`Reloader` builds a new RuleSet and swaps it in whole, or keeps the old one and records why.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields, is_dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from .config import Settings
+from .config import Settings, load_settings
 from .engine import RuleSet, SourceFile, compile_ruleset
-from .errors import Problem, RulesError
+from .errors import Problem, RulesError, SourceError
+
+log = logging.getLogger(__name__)
 
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 TEMPLATE_SUFFIXES = (".j2", ".jinja", ".jinja2", ".txt", ".md", ".html")
@@ -41,17 +50,31 @@ def _read(path: Path, name: str, problems: list[Problem]) -> str | None:
     return None
 
 
-def read_rule_files(folder: Path, base: Path, problems: list[Problem]) -> list[SourceFile]:
+def _rule_paths(folder: Path) -> list[Path]:
     """Every *.yaml (and *.yml) directly in the folder, in name order; *.test.yaml are rule tests."""
+    return [path for path in sorted(folder.iterdir(), key=lambda p: p.name)
+            if path.suffix in (".yaml", ".yml") and not path.name.endswith((".test.yaml", ".test.yml"))
+            and not path.name.startswith(".") and path.is_file()]
+
+
+def _template_paths(folder: Path) -> list[Path]:
+    """Every template file under the folder, recursively, hidden files and folders aside."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out.extend(Path(root) / f for f in sorted(files)
+                   if not f.startswith(".") and Path(f).suffix in TEMPLATE_SUFFIXES)
+    return out
+
+
+def read_rule_files(folder: Path, base: Path, problems: list[Problem],
+                    allow_missing: bool = False) -> list[SourceFile]:
     if not folder.is_dir():
-        problems.append(Problem(display_name(folder, base), None, "rules folder not found"))
+        if not allow_missing:
+            problems.append(Problem(display_name(folder, base), None, "rules folder not found"))
         return []
     out = []
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if path.suffix not in (".yaml", ".yml") or path.name.endswith((".test.yaml", ".test.yml")):
-            continue
-        if path.name.startswith(".") or not path.is_file():
-            continue
+    for path in _rule_paths(folder):
         name = display_name(path, base)
         text = _read(path, name, problems)
         if text is not None:
@@ -60,21 +83,49 @@ def read_rule_files(folder: Path, base: Path, problems: list[Problem]) -> list[S
 
 
 def read_template_files(folder: Path, base: Path, problems: list[Problem]) -> list[SourceFile]:
-    """Every template file under the folder (recursively); the key is its path inside the folder."""
+    """The key of a template is its path inside the folder (`faq/refund.j2`)."""
     if not folder.is_dir():
         return []  # no templates folder: fine until a rule names a template
     out = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for filename in sorted(files):
-            path = Path(root) / filename
-            if filename.startswith(".") or path.suffix not in TEMPLATE_SUFFIXES:
-                continue
-            name = display_name(path, base)
-            text = _read(path, name, problems)
-            if text is not None:
-                out.append(SourceFile(name=name, text=text, key=path.relative_to(folder).as_posix()))
+    for path in _template_paths(folder):
+        name = display_name(path, base)
+        text = _read(path, name, problems)
+        if text is not None:
+            out.append(SourceFile(name=name, text=text, key=path.relative_to(folder).as_posix()))
     return out
+
+
+def _fingerprint(settings: Settings) -> tuple[tuple[str, int, int], ...]:
+    """Name, mtime and size of every source file: what tells that the sources changed while being read."""
+    paths = (_rule_paths(settings.rules) if settings.rules.is_dir() else []) + \
+        (_template_paths(settings.templates) if settings.templates.is_dir() else [])
+    out = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+STABLE_READ_TRIES = 5
+
+
+def read_sources(settings: Settings, base: Path,
+                 problems: list[Problem]) -> tuple[list[SourceFile], list[SourceFile]]:
+    """Read the rule and template files, again if any of them changed meanwhile (an editor or a deploy
+    writing as we read), so that what is compiled is the folders as they were at one instant."""
+    for _ in range(STABLE_READ_TRIES):
+        before = _fingerprint(settings)
+        attempt: list[Problem] = []
+        rule_files = read_rule_files(settings.rules, base, attempt, allow_missing=settings.allow_empty_rules)
+        template_files = read_template_files(settings.templates, base, attempt)
+        if _fingerprint(settings) == before:
+            break
+        log.debug("sources changed while being read; reading again")
+    problems.extend(attempt)
+    return rule_files, template_files
 
 
 def load_ruleset(settings: Settings) -> RuleSet:
@@ -82,11 +133,11 @@ def load_ruleset(settings: Settings) -> RuleSet:
     every problem."""
     base = Path(settings.source).resolve().parent if settings.source != "<defaults>" else Path.cwd()
     problems: list[Problem] = []
-    rule_files = read_rule_files(settings.rules, base, problems)
-    template_files = read_template_files(settings.templates, base, problems)
-    if not rule_files and not problems:
+    rule_files, template_files = read_sources(settings, base, problems)
+    if not rule_files and not problems and not settings.allow_empty_rules:
         problems.append(Problem(display_name(settings.rules, base), None,
-                                "no *.yaml rule files in the rules folder"))
+                                "no *.yaml rule files in the rules folder (set allow_empty_rules: true in "
+                                "bot.yaml if that is what you want: then every message gets the fallback)"))
     label = display_name(settings.templates, base) + "/"
     try:
         ruleset = compile_ruleset(rule_files, template_files, settings.vars, settings.wechat.platform,
@@ -108,10 +159,11 @@ class RulesHolder:
     """The one place the live RuleSet lives. Swapping is a single reference assignment: a request that
     read `current` keeps a complete snapshot for as long as it needs it."""
 
-    def __init__(self, ruleset: RuleSet, clock=time.time):
+    def __init__(self, ruleset: RuleSet, clock: Callable[[], float] = time.time):
         self._clock = clock
         self._loaded = Loaded(ruleset, clock())
-        self.error: str | None = None
+        self.errors: tuple[str, ...] = ()  # the problems of the last refused reload; () once one succeeds
+        self.restart_needed: tuple[str, ...] = ()  # bot.yaml settings changed since start
 
     @property
     def current(self) -> RuleSet:
@@ -121,6 +173,165 @@ class RulesHolder:
     def loaded_at(self) -> float:
         return self._loaded.loaded_at
 
+    @property
+    def error(self) -> str | None:
+        return "\n".join(self.errors) if self.errors else None
+
     def swap(self, ruleset: RuleSet) -> None:
         self._loaded = Loaded(ruleset, self._clock())
-        self.error = None
+        self.errors = ()
+
+    def status(self) -> dict[str, Any]:
+        ruleset = self.current
+        return {
+            "rules": {
+                "version": ruleset.version,
+                "count": len(ruleset.rules),
+                "files": list(ruleset.files),
+                "loaded_at": datetime.fromtimestamp(self.loaded_at, UTC).isoformat(),
+                "error": self.error,
+                "errors": list(self.errors),
+            },
+            "restart_needed": list(self.restart_needed),
+        }
+
+
+# bot.yaml settings a running bot takes live; every other change is reported as "needs restart".
+LIVE_SETTINGS = ("rules", "templates", "vars", "allow_empty_rules")
+
+
+def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:
+    """The dotted names of settings that differ and only take effect after a restart."""
+    changed: list[str] = []
+    for f in fields(Settings):
+        if f.name in LIVE_SETTINGS or f.name == "source":
+            continue
+        old, fresh = getattr(running, f.name), getattr(new, f.name)
+        if is_dataclass(old) and is_dataclass(fresh):
+            changed.extend(f"{f.name}.{sub.name}" for sub in fields(old)
+                           if getattr(old, sub.name) != getattr(fresh, sub.name))
+        elif old != fresh:
+            changed.append(f.name)
+    return tuple(changed)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one reload did."""
+
+    swapped: bool  # a new rule set is live
+    version: str  # the version serving after the reload
+    errors: tuple[str, ...] = ()  # why it was refused
+    restart_needed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    ruleset: RuleSet
+    settings: Settings  # the running settings with the live parts of the new bot.yaml
+    restart_needed: tuple[str, ...]
+
+
+def build(config: Path | None, running: Settings) -> Built:
+    """Read bot.yaml (if any) and the rules and templates it names; compile. Synchronous: run it in a
+    thread. Raises SourceError (ConfigError or RulesError) listing every problem."""
+    new = load_settings(config) if config is not None else running
+    effective = replace(running, **{name: getattr(new, name) for name in LIVE_SETTINGS})
+    return Built(load_ruleset(effective), effective, restart_needed(running, new))
+
+
+class Reloader:
+    """Rebuilds the rule set off the event loop and swaps it in whole, or keeps the old one and says why.
+
+    Reloads never overlap: a request that arrives during a reload makes exactly one more reload run after
+    it, however many requests arrive meanwhile (an editor's burst of saves costs at most two builds)."""
+
+    def __init__(self, holder: RulesHolder, running: Settings, config: Path | None = None,
+                 build: Callable[[Path | None, Settings], Built] = build):
+        self.holder = holder
+        self.running = running
+        self.config = config
+        self._build = build
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Condition()
+        self._runner: asyncio.Task[Outcome | None] | None = None
+        self._dirty: str | None = None  # the reason of a reload requested and not started yet
+        self._watched = running
+        self.builds = 0  # how many times a rule set was built (for tests and metrics)
+        self.refused = 0
+
+    async def reload(self, reason: str) -> Outcome:
+        """Reload now (after any reload already running) and return what happened."""
+        async with self._lock:
+            return await self._reload(reason)
+
+    def request(self, reason: str) -> asyncio.Task[Outcome | None]:
+        """Ask for a reload without waiting. A request made during a reload gets one more reload after it,
+        so that the last change is always read; requests made meanwhile share that one."""
+        self._dirty = reason
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.ensure_future(self._run_requests())
+        return self._runner
+
+    async def _run_requests(self) -> Outcome | None:
+        outcome = None
+        while self._dirty is not None:
+            reason, self._dirty = self._dirty, None
+            outcome = await self.reload(reason)
+        return outcome
+
+    def _follow_new_paths(self) -> None:
+        """After a refused reload, still follow the folders the new bot.yaml names, so that creating a
+        missing folder is noticed."""
+        if self.config is None:
+            return
+        try:
+            new = load_settings(self.config)
+        except SourceError:
+            return
+        self._watched = replace(self._watched, rules=new.rules, templates=new.templates)
+
+    @property
+    def watched(self) -> Settings:
+        """The settings whose paths the watcher follows: the running ones with the live parts of bot.yaml."""
+        return self._watched
+
+    async def _reload(self, reason: str) -> Outcome:
+        old = self.holder.current
+        started = time.perf_counter()
+        self.builds += 1
+        try:
+            built = await asyncio.to_thread(self._build, self.config, self.running)
+        except SourceError as exc:
+            self.refused += 1
+            self._follow_new_paths()
+            self.holder.errors = tuple(str(p) for p in exc.problems)
+            log.error("rules rejected, still serving %s: %s", old.version, "; ".join(self.holder.errors))
+            outcome = Outcome(False, old.version, self.holder.errors, self.holder.restart_needed)
+        else:
+            ruleset, restart, self._watched = built.ruleset, built.restart_needed, built.settings
+            if restart != self.holder.restart_needed and restart:
+                log.warning("bot.yaml changed, needs restart: %s", ", ".join(restart))
+            self.holder.restart_needed = restart
+            if ruleset.version == old.version and not self.holder.errors:
+                log.debug("reload (%s): nothing changed, still %s", reason, old.version)
+                outcome = Outcome(False, old.version, (), restart)
+            else:
+                self.holder.swap(ruleset)
+                log.info("rules reloaded (%s): %s → %s, %d rules in %.0f ms", reason, old.version,
+                         ruleset.version, len(ruleset.rules), (time.perf_counter() - started) * 1000)
+                outcome = Outcome(True, ruleset.version, (), restart)
+        async with self._changed:
+            self._changed.notify_all()
+        return outcome
+
+    async def wait_for(self, predicate: Callable[[RulesHolder], bool], timeout: float = 10.0) -> None:
+        """Wait until a reload leaves the holder in a state that satisfies `predicate`."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.holder)), timeout)
+
+    async def close(self) -> None:
+        if self._runner is not None and not self._runner.done():
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner

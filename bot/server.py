@@ -8,12 +8,15 @@ the outbox and sent after), and never answers 500 for anything a client sends.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -28,8 +31,9 @@ from .protocol.crypto import WeChatCrypto
 from .protocol.push import Push, PushCodec
 from .protocol.signature import verify
 from .protocol.wire import passive_fields, transfer_fields
-from .reload import RulesHolder, load_ruleset
+from .reload import Reloader, RulesHolder, load_ruleset
 from .store import Store, open_store
+from .watch import watch
 from .wechat_api import RetryPolicy, WeChatAPI
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,8 @@ class Runtime:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     codec: PushCodec | None = None
     dedupe: Dedupe[Answer] = field(default_factory=Dedupe)
+    reloader: Reloader | None = None
+    watching: asyncio.Event = field(default_factory=asyncio.Event)  # set while the file watcher is armed
     outbox: Outbox | None = None
     api: WeChatAPI | None = None
     session: aiohttp.ClientSession | None = None
@@ -72,12 +78,18 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 
 def create_app(settings: Settings, *, ruleset: RuleSet | None = None, store: Store | None = None,
-               clock: Callable[[], float] = time.time, retry: RetryPolicy | None = None) -> web.Application:
-    """Build the app. Loads the rules now (a RulesError here means the bot cannot start)."""
+               clock: Callable[[], float] = time.time, retry: RetryPolicy | None = None,
+               config: Path | None = None, watch: bool = False, signals: bool = False) -> web.Application:
+    """Build the app. Loads the rules now (a RulesError here means the bot cannot start).
+
+    `config` is the bot.yaml that reloads re-read (None: only the rules and templates folders); `watch`
+    reloads when files change; `signals` reloads on SIGHUP."""
     ruleset = ruleset if ruleset is not None else load_ruleset(settings)
-    runtime = Runtime(settings=settings, rules=RulesHolder(ruleset, clock), clock=clock,
+    holder = RulesHolder(ruleset, clock)
+    runtime = Runtime(settings=settings, rules=holder, clock=clock,
                       store=store if store is not None else open_store(settings.store, settings.source),
-                      retry=retry or RetryPolicy())
+                      retry=retry or RetryPolicy(),
+                      reloader=Reloader(holder, settings, config))
     wechat = settings.wechat
     crypto = WeChatCrypto(wechat.encoding_aes_key.reveal(), wechat.appid) if wechat.encoding_aes_key else None
     runtime.codec = PushCodec(wechat.token, crypto, clock=clock,
@@ -90,8 +102,36 @@ def create_app(settings: Settings, *, ruleset: RuleSet | None = None, store: Sto
     app.router.add_post(path, handle_push)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
+    if settings.admin.token:
+        app.router.add_get("/admin/status", handle_admin_status)
+        app.router.add_post("/admin/reload", handle_admin_reload)
     app.cleanup_ctx.append(_lifecycle)
+    if watch or signals:
+        app.cleanup_ctx.append(_reloading(watch, signals))
     return app
+
+
+def _reloading(watch_files: bool, signals: bool):
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        reloader = app[RUNTIME].reloader
+        assert reloader is not None  # create_app always makes one
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        rt = app[RUNTIME]
+        watcher = asyncio.create_task(watch(reloader, stop, rt.watching), name="kefu-watch") \
+            if watch_files else None
+        if signals and hasattr(signal, "SIGHUP"):
+            loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
+        try:
+            yield
+        finally:
+            if signals and hasattr(signal, "SIGHUP"):
+                loop.remove_signal_handler(signal.SIGHUP)
+            stop.set()
+            if watcher is not None:
+                await watcher
+            await reloader.close()
+    return lifecycle
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -246,3 +286,41 @@ async def handle_readyz(request: web.Request) -> web.Response:
     body = {"ready": ready, "store": "ok" if store_ok else "unreachable",
             "rules": {"version": ruleset.version, "count": len(ruleset.rules)}}
     return web.Response(status=200 if ready else 503, text=json.dumps(body), content_type="application/json")
+
+
+# ---- admin -----------------------------------------------------------------------------------------------
+
+
+def _authorized(rt: Runtime, request: web.Request) -> bool:
+    expected = rt.settings.admin.token.reveal()
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8"), expected.encode("utf-8"))
+
+
+def _unauthorized(request: web.Request) -> web.Response:
+    log.warning("admin request refused from %s: missing or wrong token", request.remote)
+    return web.json_response({"error": "unauthorized"}, status=401,
+                             headers={"WWW-Authenticate": 'Bearer realm="kefu"'})
+
+
+async def handle_admin_status(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    if not _authorized(rt, request):
+        return _unauthorized(request)
+    return web.json_response(rt.rules.status(), dumps=_dumps)
+
+
+async def handle_admin_reload(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    if not _authorized(rt, request):
+        return _unauthorized(request)
+    assert rt.reloader is not None
+    outcome = await rt.reloader.reload("POST /admin/reload")
+    status = rt.rules.status()
+    status["reloaded"] = outcome.swapped
+    return web.json_response(status, dumps=_dumps)
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)

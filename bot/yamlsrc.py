@@ -107,10 +107,14 @@ def load_yaml(text: str, filename: str) -> Any:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
+        # at the end of the stream PyYAML points past the last line: point at the last line instead
+        last = len(text.splitlines()) or 1
+        line = min(mark.line + 1, last) if mark is not None else None
         what = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem:
-            what = f"{exc.problem} ({exc.context})"
+            started = min(exc.context_mark.line + 1, last) if exc.context_mark else None
+            where = f" that starts on line {started}" if started and line and started < line else ""
+            what = f"{exc.problem} ({exc.context}{where})"
         raise YamlSyntaxError(Problem(filename, line, f"YAML syntax: {what}")) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(Problem(filename, None, f"YAML syntax: {exc}")) from None

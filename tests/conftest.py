@@ -47,12 +47,14 @@ BotFactory = Callable[..., Awaitable[Bot]]
 
 @pytest.fixture
 def make_bot(aiohttp_client, tmp_path, fake) -> BotFactory:
-    """make_bot(rules={"a.yaml": "..."}, templates=..., config=..., credentials=True) → a running Bot."""
+    """make_bot(rules={"a.yaml": "..."}, templates=..., config=..., credentials=True, watch=False)
+    → a running Bot whose bot.yaml, rules/ and templates/ are in tmp_path."""
 
-    async def factory(rules: dict[str, str], *, retry: RetryPolicy = FAST_RETRY, **kw: Any) -> Bot:
+    async def factory(rules: dict[str, str], *, retry: RetryPolicy = FAST_RETRY, watch: bool = False,
+                      signals: bool = False, **kw: Any) -> Bot:
         kw.setdefault("api_base", fake.base)
         settings = settings_for(tmp_path, rules, **kw)
-        app = create_app(settings, retry=retry)
+        app = create_app(settings, retry=retry, config=tmp_path / "bot.yaml", watch=watch, signals=signals)
         client = await aiohttp_client(app)
         return Bot(client, app[RUNTIME], settings.server.path)
 

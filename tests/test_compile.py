@@ -36,7 +36,7 @@ A = "rules/a.yaml"
 BROKEN: list[tuple[str, dict[str, str], dict[str, str], dict[str, Any], str]] = [
     ("yaml-syntax",
      {A: "rules:\n  - name: x\n    when: [\n"}, {}, {},
-     "rules/a.yaml:4: YAML syntax:"),
+     "rules/a.yaml:3: YAML syntax:"),  # the unclosed [ is on the last line, 3
     ("yaml-syntax-tab",
      {A: "rules:\n  - name: x\n\t  when: {}\n"}, {}, {},
      "rules/a.yaml:3: YAML syntax:"),
@@ -275,7 +275,7 @@ def test_all_problems_are_reported_at_once():
         ("rules/a.yaml", 4),
         ("rules/a.yaml", 8),
         ("rules/a.yaml", 9),
-        ("rules/b.yaml", 4),
+        ("rules/b.yaml", 3),  # the unclosed [ on its last line
         ("rules/c.yaml", 6),
         ("rules/c.yaml", 7),
         ("templates/bad.j2", 1),
