@@ -93,12 +93,16 @@ class Settings:
     server: ServerSettings = ServerSettings()
     rules: Path = Path("rules")
     templates: Path = Path("templates")
-    store: str = "memory://"
+    store: str = field(default="memory://", repr=False)  # may hold a password: see store_display
     vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     security: SecuritySettings = SecuritySettings()
     admin: AdminSettings = AdminSettings()
     allow_empty_rules: bool = False  # true: no rule files is fine (every message gets the fallback)
     source: str = "<defaults>"
+
+    @property
+    def store_display(self) -> str:
+        return redact_url(self.store)
 
 
 # Each section: key -> (kind, default). Kinds: str, int, bool, secret, path, platform, store, urlpath, map.
@@ -128,6 +132,13 @@ _TOP: dict[str, tuple[str, Any]] = {
     "allow_empty_rules": ("bool", False),
 }
 STORE_SCHEMES = ("memory://", "sqlite:///", "redis://")
+AVAILABLE_STORES = ("memory://",)
+RESERVED_PATHS = ("", "/healthz", "/readyz", "/metrics")
+
+
+def redact_url(url: str) -> str:
+    """A URL without the password of its user part: redis://:secret@host → redis://:***@host."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -182,7 +193,12 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
         if kind == "urlpath" and not value.startswith("/"):
             check.add(line, f"'{key}' must start with /")
         if kind == "store" and not value.startswith(STORE_SCHEMES):
-            check.add(line, f"'store' must start with one of {', '.join(STORE_SCHEMES)}, not '{value}'")
+            check.add(line, f"'store' must be one of {', '.join(STORE_SCHEMES)}…, not '{redact_url(value)}'")
+        elif kind == "store" and not value.startswith(AVAILABLE_STORES):
+            check.add(line, f"store '{value.split(':', 1)[0]}' is not available in this version of kefu "
+                            "yet; use store: memory://")
+        if kind == "urlpath" and (value.rstrip("/") in RESERVED_PATHS or value.startswith("/admin")):
+            check.add(line, f"'{key}' {value} is kefu's own; choose another path, e.g. /wechat")
         if kind == "path":
             return (base / value).resolve() if value else base
         return value.rstrip("/") if kind == "url" else value

@@ -34,9 +34,11 @@ class Dedupe(Generic[T]):
         return True, future
 
     def _expire(self, now: float) -> None:
+        """Forget keys older than the TTL, in order. By time alone: a delivery still unanswered after the
+        TTL (a stuck handler) must not keep every later key alive."""
         while self._seen:
-            key, (expires, future) = next(iter(self._seen.items()))
-            if expires > now or not future.done():
+            key, (expires, _) = next(iter(self._seen.items()))
+            if expires > now:
                 break
             del self._seen[key]
 

@@ -61,11 +61,15 @@ class Outbox:
         try:
             while lane:
                 item = lane[0]
-                await self._deliver(item)
+                try:
+                    await self._deliver(item)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the store failed to record it: log, and keep the lane moving
+                    log.exception("outbox: recording the %s to %s failed", item.reply.kind, short_user(user))
                 lane.popleft()
         finally:
-            if not lane or self._closed:
-                self._lanes.pop(user, None)
+            self._lanes.pop(user, None)
 
     async def _deliver(self, item: OutboxItem) -> None:
         if self.sender is None:

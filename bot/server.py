@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .config import TIMEZONE, Settings
 from .dedupe import Dedupe
@@ -29,10 +32,11 @@ from .messages import Message, Reply
 from .outbox import Outbox, short_user
 from .protocol.crypto import WeChatCrypto
 from .protocol.push import Push, PushCodec
-from .protocol.signature import verify
+from .protocol.signature import check_timestamp, verify
 from .protocol.wire import passive_fields, transfer_fields
 from .reload import Reloader, RulesHolder, load_ruleset
 from .store import Store, open_store
+from .textsplit import split_replies
 from .watch import watch
 from .wechat_api import RetryPolicy, WeChatAPI
 
@@ -165,6 +169,7 @@ async def handle_verify(request: web.Request) -> web.Response:
     try:  # the echostr is plaintext on mini programs and official accounts, in every mode
         verify((rt.settings.wechat.token.reveal(), q.get("timestamp", ""), q.get("nonce", "")),
                q.get("signature"))
+        check_timestamp(q.get("timestamp"), rt.clock(), rt.settings.security.max_timestamp_age)
     except ProtocolError as exc:
         log.warning("URL verification refused from %s: %s", request.remote, exc)
         return web.Response(status=exc.status, text="forbidden")
@@ -203,7 +208,8 @@ async def handle_push(request: web.Request) -> web.Response:
     except ProtocolError as exc:
         log.warning("push refused with %d from %s: %s", exc.status, request.remote, exc)
         return web.Response(status=exc.status, text=type(exc).__name__)
-    except (aiohttp.ClientPayloadError, ConnectionError) as exc:  # the client went away mid-body
+    except (aiohttp.ClientPayloadError, RequestPayloadError, HttpProcessingError, ConnectionError) as exc:
+        # the client went away mid-body, or sent a Content-Encoding its body does not have
         log.warning("push body could not be read from %s: %s", request.remote, type(exc).__name__)
         return web.Response(status=400, text="unreadable body")
 
@@ -214,8 +220,8 @@ async def handle_push(request: web.Request) -> web.Response:
             answer = await asyncio.wait_for(asyncio.shield(future), RETRY_WAIT)
         except TimeoutError:
             answer = SUCCESS
-        log.info("push retried: user=%s key=%s answer=%s (no second run)", short_user(message.from_user),
-                 message.dedupe_key, answer.kind)
+        log.info("push retried: user=%s type=%s answer=%s (no second run)", short_user(message.from_user),
+                 _type_label(message), answer.kind)
         return answer.response()
     answer: Answer | None = None
     try:
@@ -240,8 +246,16 @@ def _passive(rt: Runtime, push: Push, reply: Reply) -> Answer:
 
 
 def _safe_answer(rt: Runtime, push: Push) -> Answer:
-    """When kefu itself fails: hand a user's message to human agents; acknowledge an event."""
-    return SUCCESS if push.message.is_event else _transfer(rt, push)
+    """When kefu itself fails: hand a user's message to human agents; acknowledge an event. Never raises:
+    whatever else fails, `success` still answers."""
+    if push.message.is_event:
+        return SUCCESS
+    try:
+        return _transfer(rt, push)
+    except Exception:
+        log.exception("could not even build a transfer for %s; answering success",
+                      short_user(push.message.from_user))
+        return SUCCESS
 
 
 async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
@@ -254,21 +268,31 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
                   "handing over to agents" if decision.transfer else "nothing sent")
     if rt.outbox is None:
         raise RuntimeError("the app's lifecycle has not started")
-    if decision.passive and decision.replies:
-        answer = _passive(rt, push, decision.replies[0])  # an official account's answer in the HTTP reply
+    replies = split_replies(decision.replies)  # texts over ~2,000 bytes become several messages
+    if decision.passive and len(replies) == 1:
+        answer = _passive(rt, push, replies[0])  # an official account's answer in the HTTP reply
     else:
-        await rt.outbox.submit(message.from_user, decision.replies, message.dedupe_key, decision.send_as)
+        await rt.outbox.submit(message.from_user, replies, message.dedupe_key, decision.send_as)
         answer = _transfer(rt, push, decision.kf_account) if decision.transfer else SUCCESS
     log.info("push user=%s type=%s%s rule=%s version=%s replies=%d answer=%s latency=%.1fms",
              short_user(message.from_user), _type_label(message), " (aes)" if push.encrypted else "",
              decision.label, decision.version,
-             len(decision.replies), answer.kind, (time.perf_counter() - started) * 1000)
+             len(replies), answer.kind, (time.perf_counter() - started) * 1000)
     return answer
 
 
 def _type_label(message: Message) -> str:
     event = getattr(message, "event", None)
-    return f"event/{event}" if event is not None else message.msg_type
+    return loggable(f"event/{event}" if event is not None else message.msg_type)
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def loggable(value: str, limit: int = 48) -> str:
+    """A value from a push, safe for a log line: no line breaks or control characters, bounded length."""
+    value = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    return value if len(value) <= limit else value[:limit] + "…"
 
 
 async def handle_healthz(request: web.Request) -> web.Response:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 RETRYABLE_ERRORS = frozenset({-1})
+FAILED_FETCH_PAUSE = 30.0  # seconds to remember that WeChat refused a token (the token API has a quota)
 ERRCODE_WORDS: Mapping[int, str] = {
     -1: "WeChat is busy; try again",
     0: "ok",
@@ -144,7 +145,7 @@ def build_send_body(touser: str, reply: Reply, platform: str = "miniprogram",
         raise TypeError(f"cannot send {type(reply).__name__}")
     if send_as:
         body["customservice"] = {"kf_account": send_as}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
 
 
 class TokenManager:
@@ -156,6 +157,7 @@ class TokenManager:
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
+        self._failure: tuple[float, WeChatAPIError] | None = None  # (until, error) of a refused fetch
         self.refreshes = 0
 
     async def get(self) -> str:
@@ -165,7 +167,15 @@ class TokenManager:
         async with self._lock:
             if self._token is not None and self._clock() < self._expires_at:
                 return self._token  # another waiter refreshed while we queued
-            token, expires_in = await self._api.fetch_token()
+            if self._failure is not None and self._clock() < self._failure[0]:
+                raise self._failure[1]  # a wrong secret or a missing IP whitelist entry: don't hammer
+            try:
+                token, expires_in = await self._api.fetch_token()
+            except WeChatAPIError as exc:
+                if exc.errcode is not None and exc.errcode not in RETRYABLE_ERRORS:
+                    self._failure = (self._clock() + FAILED_FETCH_PAUSE, exc)
+                raise
+            self._failure = None
             self.refreshes += 1
             margin = min(300.0, expires_in / 2)
             self._token, self._expires_at = token, self._clock() + expires_in - margin

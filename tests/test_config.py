@@ -68,7 +68,7 @@ def test_full_config_is_read():
         "  api_base: http://localhost:9999/\n"
         "  use_stable_token: true\n"
         "server:\n  host: 0.0.0.0\n  port: 9090\n  path: /wx\n"
-        "store: sqlite:///kefu.db\n"
+        "store: memory://\n"
         "vars:\n  shop_name: 示例小店\n  n: 3\n"
         "security:\n  max_body_bytes: 1024\n  max_timestamp_age: 0\n  require_encryption: true\n"
         "admin:\n  token: adm\n"
@@ -81,7 +81,7 @@ def test_full_config_is_read():
     assert s.wechat.api_base == "http://localhost:9999"  # trailing slash dropped
     assert s.wechat.use_stable_token is True
     assert s.server == ServerSettings(host="0.0.0.0", port=9090, path="/wx")
-    assert s.store == "sqlite:///kefu.db"
+    assert s.store == "memory://"
     assert dict(s.vars) == {"shop_name": "示例小店", "n": 3}
     assert s.security == SecuritySettings(max_body_bytes=1024, max_timestamp_age=0, require_encryption=True)
     assert s.admin.token.reveal() == "adm"
@@ -272,7 +272,10 @@ def test_unknown_key_without_close_match_has_no_hint():
          "conf/bot.yaml:2: 'platform' must be one of miniprogram, official_account"),
         ("wechat:\n  api_base: ftp://x\n", "conf/bot.yaml:2: 'api_base' must start with http:// or https://"),
         ("server:\n  path: wechat\n", "conf/bot.yaml:2: 'path' must start with /"),
-        ("store: mysql://x\n", "conf/bot.yaml:1: 'store' must start with one of memory://"),
+        ("store: mysql://x\n", "conf/bot.yaml:1: 'store' must be one of memory://"),
+        ("store: sqlite:///kefu.db\n", "conf/bot.yaml:1: store 'sqlite' is not available in this version"),
+        ("server:\n  path: /healthz\n", "conf/bot.yaml:2: 'path' /healthz is kefu's own"),
+        ("server:\n  path: /admin/x\n", "conf/bot.yaml:2: 'path' /admin/x is kefu's own"),
         ("wechat:\n  appid: wx1\n  encoding_aes_key: tooshort\n",
          "conf/bot.yaml:3: 'encoding_aes_key' must be 43 characters, not 8"),
     ],
@@ -486,3 +489,14 @@ def test_bundled_config_loads_without_environment():
     assert not s.wechat.has_credentials
     assert s.server.port == 8080
     assert s.rules.name == "rules"
+
+
+def test_a_store_password_never_shows():
+    from bot.config import redact_url
+
+    settings = parse("store: memory://\n", {})
+    assert "store" not in repr(settings)
+    assert redact_url("redis://:hunter2@10.0.0.1:6379/0") == "redis://:***@10.0.0.1:6379/0"
+    with pytest.raises(ConfigError) as info:
+        parse("store: rediss://:hunter2@host/0\n", {})
+    assert "hunter2" not in str(info.value)

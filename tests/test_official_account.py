@@ -264,3 +264,18 @@ async def test_secrets_never_reach_logs_or_reprs_in_a_full_safe_mode_flow(make_b
         assert secret not in logs
         assert secret not in reprs
     assert APPID in reprs  # the appid is not a secret; it shows the reprs were really checked
+
+
+async def test_send_as_implies_the_api(make_bot, fake):
+    bot = await make_bot({"a.yaml": "rules:\n  - name: r\n    when: {equals: [你好]}\n    reply: 我是小王\n"
+                                    "    send_as: xiaowang@shop\n"}, wechat=OA)
+    assert await (await bot.push(xml_push(text_fields("你好")))).text() == "success"
+    assert (await fake.wait_sent(1))[0]["customservice"] == {"kf_account": "xiaowang@shop"}
+
+
+def test_send_as_with_via_passive_is_refused():
+    source = ("rules:\n  - name: r\n    when: {equals: [x]}\n    reply: x\n    via: passive\n"
+              "    send_as: a@b\n")
+    with pytest.raises(RulesError) as info:
+        compile_ruleset([SourceFile("rules/r.yaml", source)], platform="official_account")
+    assert "rules/r.yaml:6: rule 'r': 'send_as' needs the API" in str(info.value)

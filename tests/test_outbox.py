@@ -141,3 +141,46 @@ async def test_close_leaves_unsent_items_pending():
 def test_short_user_hides_most_of_an_openid():
     assert short_user("o9AgO5Kd5ggOC-bXrbNODIiE3bGY") == "o9Ag…3bGY"
     assert short_user("short") == "short"
+
+
+async def test_a_failing_store_does_not_stop_a_users_lane():
+    class FlakyStore(MemoryStore):
+        failures = 1
+
+        async def outbox_update(self, item):
+            if self.failures:
+                self.failures -= 1
+                raise OSError("disk full")
+            await super().outbox_update(item)
+
+    sent = []
+
+    async def sender(user, reply, send_as=None):
+        sent.append(reply.content)
+        return SendResult(ok=True)
+
+    outbox = Outbox(FlakyStore(), sender)
+    await outbox.submit("u", texts(2, "x"), "p")
+    await outbox.drain()
+    await outbox.submit("u", texts(1, "later"), "p2")
+    await outbox.drain()
+    assert sent == ["x0", "x1", "later0"]
+
+
+def test_dedupe_forgets_by_time_even_when_a_delivery_never_finished():
+    from bot.dedupe import Dedupe
+
+    async def scenario():
+        now = [0.0]
+        dedupe = Dedupe(ttl=300, clock=lambda: now[0])
+        first, stuck = dedupe.claim("stuck")  # a handler that never answers
+        assert first
+        for i in range(100):
+            now[0] += 10
+            _, future = dedupe.claim(f"k{i}")
+            future.set_result("ok")
+        assert len(dedupe) <= 31  # only the last 300 s of keys
+        again, _ = dedupe.claim("stuck")
+        assert again  # long forgotten: a new delivery
+
+    asyncio.run(scenario())

@@ -271,11 +271,25 @@ async def test_retry_waits_for_the_first_answer(bot, fake, monkeypatch):
         return await original(*args, **kwargs)
 
     monkeypatch.setattr(server, "_handle_message", slow)
+    claims = []
+    retries_waiting = asyncio.Event()
+    original_claim = bot.runtime.dedupe.claim
+
+    def counting_claim(key):
+        first, future = original_claim(key)
+        claims.append(first)
+        if claims.count(False) == 2:
+            retries_waiting.set()
+        return first, future
+
+    monkeypatch.setattr(bot.runtime.dedupe, "claim", counting_claim)
     body = xml_push(text_fields("人工", msg_id=4242))
     first = asyncio.ensure_future(bot.push(body))
     await entered.wait()
     second = asyncio.ensure_future(bot.push(body))
     third = asyncio.ensure_future(bot.push(body))
+    await retries_waiting.wait()  # both retries arrived while the first is still deciding
+    assert not first.done()
     release.set()
     answers = [await (await r).text() for r in (first, second, third)]
     assert len(runs) == 1  # the rules ran once for three deliveries
@@ -382,3 +396,64 @@ async def test_sent_and_failed_replies_are_recorded_in_the_outbox(bot, fake):
 
 def test_signature_helper_matches_protocol():
     assert sign(TOKEN, "1", "2") == sign("2", TOKEN, "1")
+
+
+# ---- edges found in review -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body,status", [
+    (b'{"FromUserName":"\\ud800","MsgType":"a"}', 400),  # a lone surrogate: no answer could carry it
+    (b'{"ToUserName":"gh\\udfff","FromUserName":"o1","MsgType":"text","Content":"x","MsgId":1}', 400),
+    (b'{"FromUserName":"o1","MsgType":"text","Content":"\\ud83d\\ude00","MsgId":2}', 200),  # a real pair
+    (b"<xml>" + b"<a>" * 5000 + b"x" + b"</a>" * 5000 + b"</xml>", 400),  # deep XML nesting
+])
+async def test_unanswerable_bodies_are_400(bot, body, status, caplog):
+    caplog.set_level(logging.ERROR)
+    resp = await bot.push(body)
+    assert resp.status == status
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_body_that_does_not_match_its_content_encoding_is_400(bot):
+    resp = await bot.client.post("/wechat", params=signed_query(), data=b"not gzip at all",
+                                 headers={"Content-Encoding": "gzip", "Content-Type": "text/xml"})
+    assert resp.status == 400
+
+
+@pytest.mark.parametrize("timestamp", ["9" * 400, "9" * 5000, "-1"])
+async def test_absurd_timestamps_are_403(bot, timestamp):
+    query = {"timestamp": timestamp, "nonce": "n", "signature": sign(TOKEN, timestamp, "n")}
+    assert (await bot.push(xml_push(text_fields("人工")), query=query)).status == 403
+
+
+async def test_get_verification_checks_the_timestamp_too(bot):
+    resp = await bot.client.get("/wechat", params=signed_query(timestamp=1000, echostr="x"))
+    assert resp.status == 403
+
+
+async def test_fallback_replies_are_not_sent_for_events(make_bot, fake):
+    bot = await make_bot({"a.yaml": "rules: []\nfallback:\n  reply: 抱歉，我没听懂。\n"})
+    for event in ("LOCATION", "VIEW", "unsubscribe", "TEMPLATESENDJOBFINISH", "kf_close_session"):
+        assert await (await bot.push(xml_push(event_fields(event)))).text() == "success"
+    await bot.push(xml_push(text_fields("什么")))
+    await bot.drain()
+    assert [s["text"]["content"] for s in fake.sent] == ["抱歉，我没听懂。"]  # only for the user's message
+
+
+async def test_long_texts_are_split_and_sent_in_order(make_bot, fake):
+    long = "\n".join(f"第{i}段：" + "很长的说明文字。" * 20 for i in range(12))
+    bot = await make_bot({"a.yaml": "rules:\n  - name: long\n    when: {equals: [说明]}\n"
+                                    "    reply: {template: long.j2}\n"}, templates={"long.j2": long})
+    await bot.push(xml_push(text_fields("说明")))
+    await bot.drain()
+    parts = [s["text"]["content"] for s in fake.sent]
+    assert len(parts) > 1
+    assert all(len(p.encode()) <= 2000 for p in parts)
+    assert "\n".join(parts) == long
+
+
+async def test_log_lines_cannot_be_forged_from_a_push(bot, caplog):
+    caplog.set_level(logging.INFO, logger="bot.server")
+    await bot.push(json_push(event_fields("evil\nINFO forged line")), content_type="application/json")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("push ")]
+    assert len(lines) == 1 and "\n" not in lines[0] and "evil\\x0ainfo" in lines[0]

@@ -178,3 +178,21 @@ def test_errcodes_are_described_in_words():
     assert "quota" in describe_errcode(45047, "out of limit")
     assert describe_errcode(99999, "mystery") == "99999: mystery"
     assert "reached" in describe_errcode(None)
+
+
+async def test_a_refused_token_fetch_is_remembered_for_a_while(fake, session):
+    now = [1000.0]
+    api = make_api(fake, session, secret="wrong", clock=lambda: now[0])
+    results = [await api.send("o1", TextReply("x")) for _ in range(20)]
+    assert all(r.errcode == 40125 for r in results)
+    assert len(fake.calls_to(TOKEN_PATH)) == 1  # the token API has a daily quota: don't hammer it
+    now[0] += 31
+    await api.send("o1", TextReply("x"))
+    assert len(fake.calls_to(TOKEN_PATH)) == 2
+
+
+async def test_a_transient_token_failure_is_not_remembered(fake, session):
+    api = make_api(fake, session)
+    fake.fail(TOKEN_PATH, *[Failure(errcode=-1)] * FAST_RETRY.attempts)
+    assert not (await api.send("o1", TextReply("x"))).ok
+    assert (await api.send("o1", TextReply("y"))).ok

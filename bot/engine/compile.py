@@ -171,6 +171,9 @@ class _Compiler(ReplyCompiler):
         elif via == "passive" and kinds[0] not in PASSIVE_KINDS and kinds[0] != "template":
             check.add(item.line_of("via"), f"{where}: a '{kinds[0]}' reply cannot be passive; passive "
                                            f"answers are {', '.join(sorted(PASSIVE_KINDS))}")
+        if via == "passive" and names["send_as"]:
+            check.add(item.line_of("send_as"), f"{where}: 'send_as' needs the API; it cannot go with "
+                                               "'via: passive'")
         for key in ("kf_account", "send_as"):
             if names[key] and not official:
                 check.add(item.line_of(key), f"{where}: '{key}' is for official accounts only")
@@ -181,8 +184,8 @@ class _Compiler(ReplyCompiler):
             return None
         # Official accounts: one passive-capable reply without a transfer goes in the HTTP answer, unless
         # the rule says 'via: api' (unverified accounts have no send API; a passive answer always works).
-        passive = official and not transfer and len(replies) == 1 and via != "api" and (
-            kinds[0] in PASSIVE_KINDS or kinds[0] == "template")
+        passive = official and not transfer and len(replies) == 1 and via != "api" and not names["send_as"] \
+            and (kinds[0] in PASSIVE_KINDS or kinds[0] == "template")
         return {"replies": replies, "transfer": transfer, "passive": passive,
                 "kf_account": names["kf_account"], "send_as": names["send_as"]}
 

@@ -31,6 +31,10 @@ def decide(ruleset: RuleSet, message: Message, now: datetime) -> Decision:
     Events are never transferred. A reply that fails to render is never sent half-made: the user is handed to
     human agents instead (for an event, nothing is sent) and the error is in the Decision."""
     rule, captures = find_rule(ruleset, message)
+    if rule is None and message.is_event:
+        # The fallback answers what users write. An event no rule names (LOCATION every few seconds,
+        # VIEW, unsubscribe, TEMPLATESENDJOBFINISH, …) is acknowledged and nothing is sent.
+        return Decision(rule=None, version=ruleset.version)
     action: Rule | Fallback = rule if rule is not None else ruleset.fallback
     name = rule.name if rule is not None else None
     rule_info: Mapping[str, Any] = {"name": name, "file": action.file, "line": action.line,

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import DictLoader, StrictUndefined, Template
+from jinja2 import BaseLoader, StrictUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..messages import MenuReply, Reply, TextReply
@@ -15,18 +15,18 @@ from ..messages import MenuReply, Reply, TextReply
 CONTEXT_NAMES = ("message", "match", "vars", "now", "rule")
 
 
-def make_environment(templates: Mapping[str, str]) -> SandboxedEnvironment:
-    """One environment per rule set, holding the whole templates folder in memory: rendering (and
-    `{% include %}`) never touches the disk, and a reload never mixes old and new templates."""
+def make_environment(loader: BaseLoader) -> SandboxedEnvironment:
+    """One environment per rule set, its loader holding the whole templates folder compiled in memory:
+    rendering (and `{% include %}`) never touches the disk, and a reload never mixes old and new templates."""
     return SandboxedEnvironment(
-        loader=DictLoader(dict(templates)),
+        loader=loader,
         undefined=StrictUndefined,
         autoescape=False,
         auto_reload=False,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,  # an included file keeps its last line break
-        cache_size=-1,
+        cache_size=0,  # the loader already holds every template compiled
     )
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, meta
+from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import Problem
@@ -32,6 +32,7 @@ from .render import (
     has_jinja,
     make_environment,
 )
+from .templates import Compiled, CompiledLoader, Key, TemplateCompiler
 
 # Kinds given by one value: `image: MEDIA_ID`.
 SCALAR_KINDS: dict[str, tuple[type[Reply], str, str]] = {
@@ -60,40 +61,44 @@ MENU_KEYS = ("head_content", "list", "tail_content")
 
 
 class ReplyCompiler:
-    def __init__(self, templates: Sequence[Any], platform: str, templates_label: str):
+    def __init__(self, templates: Sequence[Any], platform: str, templates_label: str,
+                 previous: Mapping[Key, Compiled] | None = None):
         self.platform = platform
         self.templates_label = templates_label
         self.template_keys = {t.key for t in templates}
-        self.env: SandboxedEnvironment = make_environment({t.key: t.text for t in templates})
+        self.loader = CompiledLoader({t.key: t.text for t in templates})
+        self.env: SandboxedEnvironment = make_environment(self.loader)
+        self.jinja = TemplateCompiler(self.env, previous)
         self.problems: list[Problem] = []
 
     # ---- templates -------------------------------------------------------------------------------
 
     def check_template_files(self, templates: Sequence[Any]) -> None:
-        includes: dict[str, set[str]] = {}
+        includes: dict[str, frozenset[str]] = {}
         for source in templates:
             check = Checker(source.name)
             try:
-                ast = self.env.parse(source.text, name=source.key)
-                self._check_names(check, ast, 0, "template")
-                includes[source.key] = {r for r in meta.find_referenced_templates(ast) if r is not None}
-                self.env.get_template(source.key)  # compiles once; kept in the environment's cache
+                template, compiled = self.jinja.compile(source.text, source.key)
             except TemplateSyntaxError as exc:
                 check.add(exc.lineno, f"template syntax: {exc.message}")
+            else:
+                self._check_names(check, compiled, 0, "template")
+                includes[source.key] = compiled.includes
+                self.loader.templates[source.key] = template
             self.problems.extend(check.problems)
         names = {t.key: t.name for t in templates}
         for key, cycle in _include_cycles(includes):
             self.problems.append(Problem(names[key], None, "templates include each other in a circle: "
                                                            + " → ".join(cycle)))
 
-    def _check_names(self, check: Checker, ast: Any, line: int, what: str) -> None:
-        for name in sorted(meta.find_undeclared_variables(ast)):
+    def _check_names(self, check: Checker, compiled: Compiled, line: int, what: str) -> None:
+        for name in sorted(compiled.names):
             if name not in CONTEXT_NAMES and name not in self.env.globals:
                 check.add(line or None, f"{what} uses unknown name '{name}'"
                                         f"{did_you_mean(name, CONTEXT_NAMES)}; templates see "
                                         f"{', '.join(CONTEXT_NAMES)}")
-        for ref in meta.find_referenced_templates(ast):
-            if ref is not None and ref not in self.template_keys:
+        for ref in sorted(compiled.includes):
+            if ref not in self.template_keys:
                 check.add(line or None, f"{what} includes '{ref}', not found in {self.templates_label}"
                                         f"{did_you_mean(ref, self.template_keys)}")
 
@@ -106,12 +111,12 @@ class ReplyCompiler:
         if not has_jinja(value):
             return Text(constant=value)
         try:
-            ast = self.env.parse(value)
-            self._check_names(check, ast, line, what)
-            return Text(template=self.env.from_string(value))
+            template, compiled = self.jinja.compile(value)
         except TemplateSyntaxError as exc:  # also an unknown filter or test (TemplateAssertionError)
             check.add(line + (exc.lineno or 1) - 1, f"{what}: template syntax: {exc.message}")
             return None
+        self._check_names(check, compiled, line, what)
+        return Text(template=template)
 
     # ---- replies ---------------------------------------------------------------------------------
 
@@ -189,10 +194,9 @@ class ReplyCompiler:
             check.add(line, f"{where}: template '{value}' not found in {self.templates_label}"
                             f"{did_you_mean(value, self.template_keys)}")
             return None
-        try:
-            return TextTemplate(Text(template=self.env.get_template(value)))
-        except TemplateSyntaxError:
-            return None  # reported at the template's own file and line
+        template = self.loader.templates.get(value)
+        # a template file that did not compile is reported at its own file and line
+        return TextTemplate(Text(template=template)) if template is not None else None
 
     def fields(self, check: Checker, value: Any, line: int, where: str,
                spec: dict[str, tuple[str, bool]]) -> dict[str, Text | None] | None:

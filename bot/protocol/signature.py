@@ -26,8 +26,8 @@ def check_timestamp(timestamp: str | None, now: float, max_age: int) -> int:
     """Return the timestamp as an int; raise StaleTimestamp when it is too far from `now`.
 
     A max_age of 0 turns the age check off (the timestamp must still be a number)."""
-    if not timestamp or not timestamp.isascii() or not timestamp.isdigit():
-        raise StaleTimestamp("timestamp is not a number")
+    if not timestamp or len(timestamp) > 12 or not timestamp.isascii() or not timestamp.isdigit():
+        raise StaleTimestamp("timestamp is not a number of seconds")
     value = int(timestamp)
     if max_age and abs(now - value) > max_age:
         raise StaleTimestamp(f"timestamp is {int(now - value)} s away from the clock")

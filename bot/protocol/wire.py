@@ -43,7 +43,8 @@ from ..messages import (
 )
 
 Format = Literal["xml", "json"]
-MAX_JSON_DEPTH = 32
+MAX_DEPTH = 32  # WeChat's deepest push (ScanCodeInfo, SendPicsInfo/PicList/item) is 4 levels
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def detect_format(body: bytes, content_type: str | None) -> Format:
@@ -71,22 +72,27 @@ def _parse_xml(body: bytes) -> dict[str, Any]:
         root = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except (ET.ParseError, DefusedXmlException, ValueError) as exc:
         raise MalformedPush(f"invalid XML: {type(exc).__name__}") from None
-    fields = _element_fields(root)
+    fields = _element_fields(root, 0)
     if not isinstance(fields, dict):
         raise MalformedPush("XML root has no fields")
     return fields
 
 
-def _element_fields(element: ET.Element) -> dict[str, Any] | str:
+def _element_fields(element: ET.Element, depth: int) -> dict[str, Any] | str:
+    if depth > MAX_DEPTH:
+        raise MalformedPush("XML nested too deeply")
     children = list(element)
     if not children:
         return element.text or ""
     out: dict[str, Any] = {}
+    repeated: set[str] = set()
     for child in children:
-        value = _element_fields(child)
-        if child.tag in out:  # repeated elements (e.g. PicList items) become a list
-            previous = out[child.tag]
-            out[child.tag] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        value = _element_fields(child, depth + 1)
+        if child.tag in repeated:  # repeated elements (e.g. PicList items) become a list
+            out[child.tag].append(value)
+        elif child.tag in out:
+            out[child.tag] = [out[child.tag], value]
+            repeated.add(child.tag)
         else:
             out[child.tag] = value
     return out
@@ -99,19 +105,27 @@ def _parse_json(body: bytes) -> dict[str, Any]:
         raise MalformedPush(f"invalid JSON: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise MalformedPush("JSON push must be an object")
-    if _depth(data) > MAX_JSON_DEPTH:
-        raise MalformedPush("JSON nested too deeply")
+    _check_json(data)
     return data
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if level > MAX_JSON_DEPTH:
-        return level
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+def _check_json(data: Any) -> None:
+    """Bounded nesting, and text that is valid Unicode: JSON's \\ud800 escapes decode to lone surrogates,
+    which no UTF-8 answer, log line or API call could carry."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise MalformedPush("JSON text holds an unpaired surrogate (\\ud800-\\udfff)")
+        elif isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                raise MalformedPush("JSON nested too deeply")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    raise MalformedPush("JSON key holds an unpaired surrogate")
+                stack.append((item, depth + 1))
 
 
 # ---- fields → Message --------------------------------------------------------------------------------
@@ -233,7 +247,7 @@ def parse_message(body: bytes, content_type: str | None = None) -> tuple[Message
 def dump_fields(fields: Mapping[str, Any], fmt: Format) -> bytes:
     """Serialise a flat mapping of fields as a WeChat XML `<xml>` document or a JSON object."""
     if fmt == "json":
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
     root = ET.Element("xml")
     _fill(root, fields)
     # ElementTree writes \r raw, which parsers turn into \n: a character reference keeps it. Tag names have
