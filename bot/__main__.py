@@ -33,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_format, args.log_level)
     settings = _load(args)
-    app = create_app(settings, config=Path(args.config), watch=not args.no_watch, signals=True)
+    app = create_app(settings, config=Path(args.config), watch=not args.no_watch, signals=True, tune_gc=True)
     log = logging.getLogger("bot.serve")
     web.run_app(app, host=settings.server.host, port=settings.server.port, access_log=None,
                 shutdown_timeout=5.0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -128,9 +129,9 @@ def read_sources(settings: Settings, base: Path,
     return rule_files, template_files
 
 
-def load_ruleset(settings: Settings) -> RuleSet:
+def load_ruleset(settings: Settings, previous: RuleSet | None = None) -> RuleSet:
     """Read and compile the rules and templates named by the settings; raise RulesError listing
-    every problem."""
+    every problem. `previous` lends its compiled templates to the ones that did not change."""
     base = Path(settings.source).resolve().parent if settings.source != "<defaults>" else Path.cwd()
     problems: list[Problem] = []
     rule_files, template_files = read_sources(settings, base, problems)
@@ -141,7 +142,7 @@ def load_ruleset(settings: Settings) -> RuleSet:
     label = display_name(settings.templates, base) + "/"
     try:
         ruleset = compile_ruleset(rule_files, template_files, settings.vars, settings.wechat.platform,
-                                  templates_label=label)
+                                  templates_label=label, previous=previous)
     except RulesError as exc:
         raise RulesError([*problems, *exc.problems]) from None
     if problems:
@@ -196,6 +197,8 @@ class RulesHolder:
         }
 
 
+RETIRE_AFTER = 60.0  # seconds a replaced rule set stays usable for requests that still hold it
+
 # bot.yaml settings a running bot takes live; every other change is reported as "needs restart".
 LIVE_SETTINGS = ("rules", "templates", "vars", "allow_empty_rules")
 
@@ -232,12 +235,12 @@ class Built:
     restart_needed: tuple[str, ...]
 
 
-def build(config: Path | None, running: Settings) -> Built:
+def build(config: Path | None, running: Settings, previous: RuleSet | None = None) -> Built:
     """Read bot.yaml (if any) and the rules and templates it names; compile. Synchronous: run it in a
     thread. Raises SourceError (ConfigError or RulesError) listing every problem."""
     new = load_settings(config) if config is not None else running
     effective = replace(running, **{name: getattr(new, name) for name in LIVE_SETTINGS})
-    return Built(load_ruleset(effective), effective, restart_needed(running, new))
+    return Built(load_ruleset(effective, previous), effective, restart_needed(running, new))
 
 
 class Reloader:
@@ -247,8 +250,12 @@ class Reloader:
     it, however many requests arrive meanwhile (an editor's burst of saves costs at most two builds)."""
 
     def __init__(self, holder: RulesHolder, running: Settings, config: Path | None = None,
-                 build: Callable[[Path | None, Settings], Built] = build):
+                 build: Callable[[Path | None, Settings, RuleSet | None], Built] = build,
+                 manage_gc: bool = False, retire_after: float = RETIRE_AFTER):
         self.holder = holder
+        self.manage_gc = manage_gc
+        self.retire_after = retire_after
+        self._retiring: set[asyncio.TimerHandle] = set()
         self.running = running
         self.config = config
         self._build = build
@@ -280,6 +287,49 @@ class Reloader:
             outcome = await self.reload(reason)
         return outcome
 
+    def _apply(self, built: Built, old: RuleSet, reason: str, started: float) -> bool:
+        """Swap the built rule set in (on the event loop, between two requests). True if it changed."""
+        ruleset, restart, self._watched = built.ruleset, built.restart_needed, built.settings
+        if restart != self.holder.restart_needed and restart:
+            log.warning("bot.yaml changed, needs restart: %s", ", ".join(restart))
+        self.holder.restart_needed = restart
+        if ruleset.version == old.version and not self.holder.errors:
+            log.debug("reload (%s): nothing changed, still %s", reason, old.version)
+            ruleset.retire()  # an identical copy: free it now
+            return False
+        self.holder.swap(ruleset)
+        log.info("rules reloaded (%s): %s → %s, %d rules in %.0f ms", reason, old.version,
+                 ruleset.version, len(ruleset.rules), (time.perf_counter() - started) * 1000)
+        if self.manage_gc:
+            gc.freeze()  # the new rule set lives long: keep it out of every later full collection
+            self._retire_later(old)
+        return True
+
+    @contextlib.contextmanager
+    def _full_collections_paused(self):
+        """While a large rule set is built, a full (generation 2) collection would scan every object in the
+        process and stall the event loop for a long time; young collections still run."""
+        if not self.manage_gc:
+            yield
+            return
+        thresholds = gc.get_threshold()
+        gc.set_threshold(thresholds[0], thresholds[1], 1_000_000)
+        try:
+            yield
+        finally:
+            gc.set_threshold(*thresholds)
+
+    def _retire_later(self, old: RuleSet) -> None:
+        """Free the replaced rule set once no request can still be using it (requests take milliseconds)."""
+        loop = asyncio.get_running_loop()
+
+        def retire() -> None:
+            self._retiring.discard(handle)
+            old.retire()
+
+        handle = loop.call_later(self.retire_after, retire)
+        self._retiring.add(handle)
+
     def _follow_new_paths(self) -> None:
         """After a refused reload, still follow the folders the new bot.yaml names, so that creating a
         missing folder is noticed."""
@@ -301,7 +351,9 @@ class Reloader:
         started = time.perf_counter()
         self.builds += 1
         try:
-            built = await asyncio.to_thread(self._build, self.config, self.running)
+            with self._full_collections_paused():
+                built = await asyncio.to_thread(self._build, self.config, self.running, old)
+                swapped = self._apply(built, old, reason, started)
         except SourceError as exc:
             self.refused += 1
             self._follow_new_paths()
@@ -309,18 +361,7 @@ class Reloader:
             log.error("rules rejected, still serving %s: %s", old.version, "; ".join(self.holder.errors))
             outcome = Outcome(False, old.version, self.holder.errors, self.holder.restart_needed)
         else:
-            ruleset, restart, self._watched = built.ruleset, built.restart_needed, built.settings
-            if restart != self.holder.restart_needed and restart:
-                log.warning("bot.yaml changed, needs restart: %s", ", ".join(restart))
-            self.holder.restart_needed = restart
-            if ruleset.version == old.version and not self.holder.errors:
-                log.debug("reload (%s): nothing changed, still %s", reason, old.version)
-                outcome = Outcome(False, old.version, (), restart)
-            else:
-                self.holder.swap(ruleset)
-                log.info("rules reloaded (%s): %s → %s, %d rules in %.0f ms", reason, old.version,
-                         ruleset.version, len(ruleset.rules), (time.perf_counter() - started) * 1000)
-                outcome = Outcome(True, ruleset.version, (), restart)
+            outcome = Outcome(swapped, self.holder.current.version, (), built.restart_needed)
         async with self._changed:
             self._changed.notify_all()
         return outcome
@@ -331,6 +372,9 @@ class Reloader:
             await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.holder)), timeout)
 
     async def close(self) -> None:
+        for handle in self._retiring:
+            handle.cancel()
+        self._retiring.clear()
         if self._runner is not None and not self._runner.done():
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):

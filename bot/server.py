@@ -8,6 +8,7 @@ the outbox and sent after), and never answers 500 for anything a client sends.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -83,17 +84,19 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 def create_app(settings: Settings, *, ruleset: RuleSet | None = None, store: Store | None = None,
                clock: Callable[[], float] = time.time, retry: RetryPolicy | None = None,
-               config: Path | None = None, watch: bool = False, signals: bool = False) -> web.Application:
+               config: Path | None = None, watch: bool = False, signals: bool = False,
+               tune_gc: bool = False) -> web.Application:
     """Build the app. Loads the rules now (a RulesError here means the bot cannot start).
 
     `config` is the bot.yaml that reloads re-read (None: only the rules and templates folders); `watch`
-    reloads when files change; `signals` reloads on SIGHUP."""
+    reloads when files change; `signals` reloads on SIGHUP; `tune_gc` keeps rule sets out of the cycle
+    collector's full collections (see Reloader), for a server process that owns its garbage collector."""
     ruleset = ruleset if ruleset is not None else load_ruleset(settings)
     holder = RulesHolder(ruleset, clock)
     runtime = Runtime(settings=settings, rules=holder, clock=clock,
                       store=store if store is not None else open_store(settings.store, settings.source),
                       retry=retry or RetryPolicy(),
-                      reloader=Reloader(holder, settings, config))
+                      reloader=Reloader(holder, settings, config, manage_gc=tune_gc))
     wechat = settings.wechat
     crypto = WeChatCrypto(wechat.encoding_aes_key.reveal(), wechat.appid) if wechat.encoding_aes_key else None
     runtime.codec = PushCodec(wechat.token, crypto, clock=clock,
@@ -149,6 +152,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     else:
         log.warning("no wechat.appid/secret: replies are logged and kept as '%s'", "not sent: no credentials")
     rt.outbox = Outbox(rt.store, sender)
+    if rt.reloader is not None and rt.reloader.manage_gc:
+        gc.collect()
+        gc.freeze()  # modules, the app and the first rule set live as long as the process
     log.info("ready: %d rules (version %s) on %s", len(rt.rules.current.rules), rt.rules.current.version,
              rt.settings.server.path)
     try:

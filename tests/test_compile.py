@@ -448,3 +448,20 @@ def test_fallback_block(text, transfer, replies):
     assert rs.fallback.transfer is transfer
     assert len(rs.fallback.replies) == replies
     assert (rs.fallback.file, rs.fallback.line) == (A, 2)
+
+
+@pytest.mark.parametrize("template", [
+    "{% macro m(x) %}{{ x }}{% endmacro %}{{ m(1) }}",
+    "{% import '_lib.j2' as lib %}{{ lib.m(1) }}",
+    "{% from '_lib.j2' import m, m as n %}{{ m(1) }}{{ n(2) }}",
+    "{% set total = 3 %}{{ total }}",
+    "{% for x in [1, 2] %}{{ loop.index }}{{ x }}{% endfor %}",
+    "{% with y = 1 %}{{ y }}{% endwith %}",
+    "{{ range(3) | list }}{{ dict(a=1) }}",
+])
+def test_names_templates_define_themselves_are_not_unknown(template):
+    from bot.engine import SourceFile, compile_ruleset
+
+    compile_ruleset([SourceFile("rules/a.yaml", "rules: []\n")],
+                    [SourceFile("templates/t.j2", template, "t.j2"),
+                     SourceFile("templates/_lib.j2", "{% macro m(x) %}{{ x }}{% endmacro %}", "_lib.j2")])

@@ -375,3 +375,55 @@ def test_serve_has_a_no_watch_switch():
     args = build_parser().parse_args(["serve", "--no-watch"])
     assert args.no_watch is True
     assert sys.executable
+
+
+# ---- memory: retired rule sets are freed, full collections stay out of builds -----------------------
+
+
+def test_a_retired_rule_set_is_freed_without_the_cycle_collector(tmp_path):
+    import gc
+
+    from bot.config import load_settings
+    from bot.reload import load_ruleset
+
+    write_bot(tmp_path, {"a.yaml": rules_file(rule("a", "你好", "{{ vars.shop_name }}"),
+                                              "  - name: b\n    when: {equals: [b]}\n"
+                                              "    reply: {template: t.j2}\n")},
+              templates={"t.j2": "{% include 'inc.j2' %}{% for x in [1] %}{{ loop.index }}{% endfor %}",
+                         "inc.j2": "{% macro m() %}x{% endmacro %}{{ m() }}"})
+    settings = load_settings(tmp_path / "bot.yaml")
+    gc.collect()
+    ruleset = load_ruleset(settings)
+    assert len(ruleset.jinja) == 3
+    ruleset.retire()
+    del ruleset
+    assert gc.collect() == 0  # nothing was left for the cycle collector
+
+
+async def test_reloads_pause_full_collections_freeze_and_retire(make_bot, tmp_path, monkeypatch):
+    import gc
+
+    bot = await make_bot({"a.yaml": rules_file(rule("hello", "你好", "{{ vars.shop_name }}"))})
+    reloader = bot.runtime.reloader
+    reloader.manage_gc = True
+    seen_thresholds = []
+    original_build = reloader._build
+
+    def build(*args):
+        seen_thresholds.append(gc.get_threshold())
+        return original_build(*args)
+
+    monkeypatch.setattr(reloader, "_build", build)
+    froze = []
+    monkeypatch.setattr(gc, "freeze", lambda: froze.append(True))
+    before = gc.get_threshold()
+    (tmp_path / "rules" / "a.yaml").write_text(rules_file(rule("hello", "你好", "新{{ vars.shop_name }}")),
+                                               encoding="utf-8")
+    await reloader.reload("test")
+    assert seen_thresholds[0][2] >= 1_000_000  # no full collection while building
+    assert gc.get_threshold() == before  # restored
+    assert froze == [True]
+    [handle] = reloader._retiring  # the old rule set is freed a minute later, when no request holds it
+    assert handle.when() - asyncio.get_running_loop().time() == pytest.approx(reloader.retire_after, abs=1)
+    await reloader.close()
+    assert handle.cancelled()

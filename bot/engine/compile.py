@@ -204,21 +204,29 @@ def compile_ruleset(
     vars: Mapping[str, Any] | None = None,
     platform: str = "miniprogram",
     templates_label: str = "templates/",
+    previous: RuleSet | None = None,
 ) -> RuleSet:
-    """Compile everything, or raise RulesError listing every problem found."""
-    compiler = _Compiler(template_files, platform, templates_label)
+    """Compile everything, or raise RulesError listing every problem found. With `previous` (the rule set
+    being replaced), templates whose source did not change reuse its compiled code."""
+    compiler = _Compiler(template_files, platform, templates_label,
+                         previous.compiled if previous is not None else None)
     compiler.check_template_files(template_files)
     problems = compiler.problems
     ordered: list[tuple[int, int, int, Rule]] = []
     seen: dict[str, str] = {}
     fallback: Fallback | None = None
+    previous_trees = previous.parsed if previous is not None else {}
+    trees: dict[tuple[str, str], Any] = {}
     for file_index, source in enumerate(rule_files):
         check = Checker(source.name)
+        key = (source.name, source.text)
         try:
-            data = load_yaml(source.text, source.name)
+            # an unchanged file's parse tree is reused (it is only ever read); it is compiled again
+            data = previous_trees[key] if key in previous_trees else load_yaml(source.text, source.name)
         except YamlSyntaxError as exc:
             problems.append(exc.problem)
             continue
+        trees[key] = data
         if data is None:
             continue
         if not isinstance(data, YamlMap):
@@ -260,6 +268,9 @@ def compile_ruleset(
         version=_version(rule_files, template_files, vars),
         files=tuple(f.name for f in rule_files),
         templates=tuple(sorted(compiler.template_keys)),
+        compiled=MappingProxyType(compiler.jinja.compiled),
+        parsed=MappingProxyType(trees),
+        jinja=tuple(compiler.jinja.templates),
     )
 
 

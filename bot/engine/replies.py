@@ -249,21 +249,21 @@ class ReplyCompiler:
         return MenuTemplate(head, tuple(compiled), tail)
 
 
-def _include_cycles(includes: dict[str, set[str]]) -> list[tuple[str, list[str]]]:
-    """Each circle of includes once, as (a template in it, the circle from that template back to it)."""
+def _include_cycles(includes: dict[str, frozenset[str]]) -> list[tuple[str, list[str]]]:
+    """Each circle of includes once, as (a template in it, the circle from that template back to it).
+    Iterative: a recursive closure would itself be a reference cycle left for the collector."""
     found: list[tuple[str, list[str]]] = []
     reported: set[frozenset[str]] = set()
-
-    def walk(key: str, path: list[str]) -> None:
-        for ref in sorted(includes.get(key, ())):
-            if ref in path:
-                circle = path[path.index(ref):] + [ref]
-                if frozenset(circle) not in reported:
-                    reported.add(frozenset(circle))
-                    found.append((ref, circle))
-            elif ref in includes:
-                walk(ref, [*path, ref])
-
     for start in sorted(includes):
-        walk(start, [start])
+        stack: list[list[str]] = [[start]]
+        while stack:
+            path = stack.pop()
+            for ref in sorted(includes.get(path[-1], ()), reverse=True):
+                if ref in path:
+                    circle = path[path.index(ref):] + [ref]
+                    if frozenset(circle) not in reported:
+                        reported.add(frozenset(circle))
+                        found.append((ref, circle))
+                elif ref in includes:
+                    stack.append([*path, ref])
     return found

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .conditions import Condition
 from .render import ReplyTemplate
+from .templates import release
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,16 @@ class RuleSet:
     version: str  # a short hash of every source that went into it
     files: tuple[str, ...]
     templates: tuple[str, ...]
+    # the compiled code of every template source in this rule set, for the next reload to reuse
+    compiled: Mapping[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    # the parse tree of every rule file, by (name, text), for the next reload to reuse
+    parsed: Mapping[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
+    jinja: tuple[Any, ...] = field(default=(), repr=False, compare=False)  # its compiled Jinja templates
+
+    def retire(self) -> None:
+        """Free this rule set's templates by reference counting (see engine.templates.release). Only for a
+        rule set no request can still be using: it cannot render afterwards."""
+        release(self.jinja)
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

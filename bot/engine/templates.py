@@ -59,6 +59,7 @@ class TemplateCompiler:
         self.env = env
         self.previous = previous or {}
         self.compiled: dict[Key, Compiled] = {}
+        self.templates: list[Template] = []  # every template made, so that a retired rule set can free them
         self._globals = env.make_globals(None)
 
     def compile(self, source: str, name: str | None = None) -> tuple[Template, Compiled]:
@@ -72,7 +73,21 @@ class TemplateCompiler:
                 includes=frozenset(r for r in meta.find_referenced_templates(ast) if r is not None),
             )
         self.compiled[key] = compiled
-        return self.env.template_class.from_code(self.env, compiled.code, self._globals, None), compiled
+        template = self.env.template_class.from_code(self.env, compiled.code, self._globals, None)
+        self.templates.append(template)
+        return template, compiled
+
+
+def release(templates: list[Template] | tuple[Template, ...]) -> None:
+    """Break the reference cycles of compiled templates (each template's functions and its namespace refer
+    to each other), so that reference counting frees them without the cycle collector: a full collection
+    over a large rule set would stall the event loop. The templates cannot render afterwards."""
+    for template in templates:
+        template.root_render_func.__globals__.clear()  # type: ignore[attr-defined]
+        template.blocks.clear()
+        loader = template.environment.loader
+        if isinstance(loader, CompiledLoader):
+            loader.templates.clear()
 
 
 def _free_names(ast: nodes.Template) -> frozenset[str]:
@@ -80,4 +95,10 @@ def _free_names(ast: nodes.Template) -> frozenset[str]:
     loaded, stored = set(), set()
     for node in ast.find_all(nodes.Name):
         (loaded if node.ctx == "load" else stored).add(node.name)
+    for macro in ast.find_all(nodes.Macro):  # {% macro m() %}
+        stored.add(macro.name)
+    for imported in ast.find_all(nodes.Import):  # {% import 'x.j2' as x %}
+        stored.add(imported.target)
+    for imported in ast.find_all(nodes.FromImport):  # {% from 'x.j2' import a, b as c %}
+        stored.update(n if isinstance(n, str) else n[1] for n in imported.names)
     return frozenset(loaded - stored - JINJA_NAMES)
