@@ -89,6 +89,58 @@ def cmd_send(args: argparse.Namespace) -> int:
     return asyncio.run(send())
 
 
+def cmd_log(args: argparse.Namespace) -> int:
+    """Print the conversation log from the store."""
+    import time as _time
+
+    from .config import parse_duration
+    from .store import open_store
+
+    settings = _load(args)
+    if settings.store.startswith("memory://"):
+        print(f"{settings.source}: the memory store keeps no log between processes; use store: "
+              "sqlite:///kefu.db or redis://… to keep one", file=sys.stderr)
+        return 1
+    since = None
+    if args.since:
+        seconds = parse_duration(args.since)
+        if seconds is None:
+            print(f"--since: a duration like 1h, 30m or 7d, not {args.since!r}", file=sys.stderr)
+            return 2
+        since = _time.time() - seconds
+
+    async def show() -> int:
+        store = open_store(settings.store, settings.source)
+        await store.open()
+        try:
+            entries = await store.log_query(user=args.user, since=since, rule=args.rule, limit=args.limit)
+        finally:
+            await store.close()
+        for entry in entries:
+            print(format_log_entry(entry))
+        if not entries:
+            print("(no entries)", file=sys.stderr)
+        return 0
+
+    return asyncio.run(show())
+
+
+def format_log_entry(entry) -> str:
+    import time as _time
+
+    when = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(entry.ts))
+    parts = [when, entry.user, f"{entry.kind:<8}", entry.msg_type or "-"]
+    if entry.text:
+        parts.append(repr(entry.text) if len(entry.text) <= 60 else repr(entry.text[:60] + "…"))
+    if entry.rule:
+        parts.append(f"rule={entry.rule}")
+    if entry.errcode not in (None, 0):
+        parts.append(f"errcode={entry.errcode}")
+    if entry.detail:
+        parts.append(entry.detail)
+    return "  ".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kefu", description="A customer-service bot for WeChat.")
     parser.add_argument("--version", action="version", version=f"kefu {__version__}")
@@ -113,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("openid")
     send.add_argument("text")
     send.set_defaults(func=cmd_send)
+    log_cmd = command("log", "print the conversation log: pushes, rules, replies, failures, transfers")
+    log_cmd.add_argument("--user", help="one user's openid")
+    log_cmd.add_argument("--since", help="only the last period: 1h, 30m, 7d")
+    log_cmd.add_argument("--rule", help="only what this rule answered")
+    log_cmd.add_argument("--limit", type=int, default=200, help="the newest N entries (default 200)")
+    log_cmd.set_defaults(func=cmd_log)
     return parser
 
 

@@ -88,6 +88,18 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxSettings:
+    concurrency: int = 64  # sends in flight at once, across all users
+    max_attempts: int = 8  # tries per reply for transient failures (-1, 5xx, timeouts) before it is failed
+    lease: int = 15  # seconds: an instance that dies frees its users' replies for others after this
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    keep: int = 30 * 86400  # seconds the conversation log (and finished outbox items) are kept
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     wechat: WeChatSettings = WeChatSettings()
     server: ServerSettings = ServerSettings()
@@ -97,6 +109,8 @@ class Settings:
     vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     security: SecuritySettings = SecuritySettings()
     admin: AdminSettings = AdminSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    log: LogSettings = LogSettings()
     allow_empty_rules: bool = False  # true: no rule files is fine (every message gets the fallback)
     source: str = "<defaults>"
 
@@ -123,6 +137,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
         "require_encryption": ("bool", False),
     },
     "admin": {"token": ("secret", "")},
+    "outbox": {"concurrency": ("positive", 64), "max_attempts": ("positive", 8), "lease": ("positive", 15)},
+    "log": {"keep": ("duration", 30 * 86400)},
 }
 _TOP: dict[str, tuple[str, Any]] = {
     "rules": ("path", "rules"),
@@ -131,9 +147,20 @@ _TOP: dict[str, tuple[str, Any]] = {
     "vars": ("map", {}),
     "allow_empty_rules": ("bool", False),
 }
-STORE_SCHEMES = ("memory://", "sqlite:///", "redis://")
-AVAILABLE_STORES = ("memory://",)
+STORE_SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://")
 RESERVED_PATHS = ("", "/healthz", "/readyz", "/metrics")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(d|h|m|s)?\s*$")
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1, None: 1}
+
+
+def parse_duration(value: Any) -> int | None:
+    """30d, 12h, 10m, 90s or a number of seconds → seconds; None if it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    match = _DURATION.match(str(value)) if isinstance(value, str) else None
+    return int(float(match.group(1)) * _UNITS[match.group(2)]) if match else None
 
 
 def redact_url(url: str) -> str:
@@ -194,14 +221,21 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
             check.add(line, f"'{key}' must start with /")
         if kind == "store" and not value.startswith(STORE_SCHEMES):
             check.add(line, f"'store' must be one of {', '.join(STORE_SCHEMES)}…, not '{redact_url(value)}'")
-        elif kind == "store" and not value.startswith(AVAILABLE_STORES):
-            check.add(line, f"store '{value.split(':', 1)[0]}' is not available in this version of kefu "
-                            "yet; use store: memory://")
         if kind == "urlpath" and (value.rstrip("/") in RESERVED_PATHS or value.startswith("/admin")):
             check.add(line, f"'{key}' {value} is kefu's own; choose another path, e.g. /wechat")
         if kind == "path":
             return (base / value).resolve() if value else base
         return value.rstrip("/") if kind == "url" else value
+    if kind == "duration":
+        seconds = parse_duration(value)
+        if seconds is None:
+            check.add(line, f"'{key}' must be a duration like 30d, 12h, 10m or 90s, not {value!r}")
+        return seconds
+    if kind == "positive":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            check.add(line, f"'{key}' must be a whole number of at least 1, not {value!r}")
+            return None
+        return value
     if kind in ("int", "port"):
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, str) and value.strip().isdigit():
@@ -276,6 +310,8 @@ def parse_settings(text: str, filename: str, base: Path,
         server=ServerSettings(**sections["server"]),
         security=SecuritySettings(**sections["security"]),
         admin=AdminSettings(**sections["admin"]),
+        outbox=OutboxSettings(**sections["outbox"]),
+        log=LogSettings(**sections["log"]),
         source=filename,
         **values,
     )

@@ -272,3 +272,27 @@ class Decision:
     @property
     def label(self) -> str:
         return self.rule if self.rule is not None else "(fallback)"
+
+
+# ---- storing replies -------------------------------------------------------------------------------
+
+REPLY_TYPES: dict[str, type[Reply]] = {cls.kind: cls for cls in (
+    TextReply, ImageReply, LinkReply, MiniProgramPageReply, VoiceReply, VideoReply, MusicReply, NewsReply,
+    MenuReply, CardReply)}
+
+
+def reply_to_dict(reply: Reply) -> dict[str, Any]:
+    """A reply as plain JSON-able data, for the store."""
+    data: dict[str, Any] = {"kind": reply.kind}
+    for name in reply.__dataclass_fields__:  # type: ignore[attr-defined]
+        value = getattr(reply, name)
+        data[name] = [list(v) for v in value] if name == "options" else value
+    return data
+
+
+def reply_from_dict(data: dict[str, Any]) -> Reply:
+    values = dict(data)
+    cls = REPLY_TYPES[values.pop("kind")]
+    if "options" in values:
+        values["options"] = tuple(tuple(v) for v in values["options"])
+    return cls(**values)

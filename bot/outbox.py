@@ -1,26 +1,46 @@
-"""The outbox: replies are written to the store first, then sent by workers the app owns.
+"""The outbox: replies are written to the store before the push is answered, then sent by workers the app
+owns. The store is the only truth, so a restart (or another instance) carries on where a crash left off.
 
-A user's replies go out in order (one lane per user, one send at a time in it); lanes run concurrently up
-to `concurrency` sends at once. Without credentials nothing is sent: each reply is logged and kept as
-"unsent" with the reason "not sent: no credentials".
+- One lane per user: a user's replies go out one at a time, in order — the second never overtakes the
+  first, also while the first waits to be retried. Across instances sharing a store, a lane is held through
+  a lease in the store (`lane:<user>`, renewed while sending), so one instance at a time sends to a user.
+- Lanes run concurrently, at most `concurrency` sends in flight.
+- A send that fails transiently (-1, HTTP 5xx, timeouts, connection errors — after the API client's own
+  quick retries) stays pending and is tried again later with exponential backoff and jitter, up to
+  `max_attempts`; then it is marked failed with the reason. Any other errcode (45015 outside the 48-hour
+  window, 45047 quota, 43004, 40003, 48001, 45009, …) marks it failed at once.
+- A scan every few seconds (and at start) finds pending replies no live lane is sending: those of an
+  instance that crashed, once its lease has expired.
+- Exactly once, except: a crash after WeChat accepted a message and before the store marked it sent. That
+  reply is sent again by whichever instance recovers the lane, at most `lease` seconds later.
+- Without credentials nothing is sent: each reply is logged and kept as "unsent" ("not sent: no credentials").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import random
+import socket
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
+from .config import OutboxSettings
+from .errors import StoreError
 from .messages import Reply
-from .store import OutboxItem, Store
+from .store import LogEntry, OutboxItem, Store
 from .wechat_api import SendResult
 
 log = logging.getLogger(__name__)
 
 Sender = Callable[[str, Reply, str | None], Awaitable[SendResult]]  # (user, reply, send_as)
 NO_CREDENTIALS = "not sent: no credentials"
+TRANSIENT = frozenset({-1, None})  # errcode None: network, timeout, HTTP 5xx, unreadable answer
+SCAN_EVERY = 5.0
+MAX_BACKOFF = 300.0
 
 
 def short_user(openid: str) -> str:
@@ -28,54 +48,103 @@ def short_user(openid: str) -> str:
     return openid if len(openid) <= 10 else f"{openid[:4]}…{openid[-4:]}"
 
 
+def preview(reply: Reply) -> str:
+    content = getattr(reply, "content", None)
+    return f"text {content!r}" if content is not None else repr(reply)
+
+
+@dataclass
+class Stats:
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+
+
 class Outbox:
-    def __init__(self, store: Store, sender: Sender | None, concurrency: int = 32,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, sender: Sender | None, settings: OutboxSettings | None = None,
+                 clock: Callable[[], float] = time.time, base_delay: float = 2.0):
         self.store = store
         self.sender = sender
+        self.settings = settings = settings or OutboxSettings()
         self.clock = clock
-        self._limit = asyncio.Semaphore(concurrency)
-        self._lanes: dict[str, deque[OutboxItem]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.base_delay = base_delay
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.stats = Stats()
+        self._limit = asyncio.Semaphore(settings.concurrency)
+        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()  # users whose lane must look once more before it ends
+        self._scanner: asyncio.Task[None] | None = None
         self._closed = False
+
+    # ---- intake --------------------------------------------------------------------------------
 
     async def submit(self, user: str, replies: tuple[Reply, ...], push: str,
                      send_as: str | None = None) -> list[OutboxItem]:
-        """Store the replies (before the push is answered), then schedule them for sending."""
+        """Store the replies (before the push is answered), then have them sent. Raises StoreError."""
         if not replies:
             return []
         items = await self.store.outbox_add(user, replies, push, self.clock(), send_as)
-        lane = self._lanes.get(user)
-        if lane is not None:
-            lane.extend(items)  # the lane's worker is running and will reach them in order
+        if self.sender is None:
+            for item in items:
+                log.info("%s: to %s: %s", NO_CREDENTIALS, short_user(user), preview(item.reply))
+                await self.store.outbox_update(item.finished("unsent", error=NO_CREDENTIALS))
+            await self._log([LogEntry(self.clock(), user, "unsent", item.reply.kind, _text(item.reply),
+                                      detail=NO_CREDENTIALS) for item in items])
             return items
-        self._lanes[user] = deque(items)
-        if not self._closed:
-            task = asyncio.create_task(self._run_lane(user), name=f"outbox:{short_user(user)}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self.kick(user)
         return items
 
-    async def _run_lane(self, user: str) -> None:
-        lane = self._lanes[user]
+    def kick(self, user: str) -> None:
+        """Make sure a lane is working on `user`'s pending replies."""
+        if self._closed:
+            return
+        if user in self._lanes:
+            self._again.add(user)  # the lane may be about to end: it must look at the store once more
+            return
+        task = asyncio.create_task(self._lane(user), name=f"outbox:{short_user(user)}")
+        self._lanes[user] = task
+        task.add_done_callback(lambda _: self._lanes.pop(user, None) if self._lanes.get(user) is task else None)
+
+    # ---- lanes ---------------------------------------------------------------------------------
+
+    async def _lane(self, user: str) -> None:
+        lease = f"lane:{user}"
         try:
-            while lane:
-                item = lane[0]
+            while not self._closed:
+                self._again.discard(user)
+                if not await self.store.set_if_absent(lease, self.owner, self.settings.lease):
+                    return  # another instance sends to this user; the scan looks again later
                 try:
-                    await self._deliver(item)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # the store failed to record it: log, and keep the lane moving
-                    log.exception("outbox: recording the %s to %s failed", item.reply.kind, short_user(user))
-                lane.popleft()
-        finally:
-            self._lanes.pop(user, None)
+                    await self._drain_lane(user, lease)
+                finally:
+                    with contextlib.suppress(StoreError):
+                        await self.store.delete_if(lease, self.owner)
+                if user not in self._again:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except StoreError as exc:
+            log.warning("outbox: store unavailable while sending to %s (%s); the scan will retry",
+                        short_user(user), exc)
+        except Exception:
+            log.exception("outbox: the lane of %s failed; the scan will retry", short_user(user))
+
+    async def _drain_lane(self, user: str, lease: str) -> None:
+        while not self._closed:
+            item = await self.store.outbox_next(user)
+            if item is None:
+                return
+            wait = item.next_try - self.clock()
+            if wait > 0:  # backing off: hold the lane (order!) and keep the lease alive
+                await asyncio.sleep(min(wait, self.settings.lease / 3))
+            else:
+                await self._deliver(item)
+            if not await self.store.touch_if(lease, self.owner, self.settings.lease):
+                log.warning("outbox: lost the lane of %s (lease expired); stopping", short_user(user))
+                return
 
     async def _deliver(self, item: OutboxItem) -> None:
-        if self.sender is None:
-            log.info("%s: to %s: %s", NO_CREDENTIALS, short_user(item.user), _preview(item.reply))
-            await self.store.outbox_update(item.finished("unsent", error=NO_CREDENTIALS))
-            return
+        assert self.sender is not None
         async with self._limit:
             started = time.perf_counter()
             try:
@@ -86,37 +155,91 @@ class Outbox:
                 log.exception("send to %s crashed", short_user(item.user))
                 result = SendResult(ok=False, errcode=None, errmsg=type(exc).__name__)
             elapsed = (time.perf_counter() - started) * 1000
+        attempts = item.attempts + max(result.attempts, 1)
         if result.ok:
-            log.info("sent %s to %s (%.0f ms, %d attempt(s))", item.reply.kind, short_user(item.user),
-                     elapsed, result.attempts)
-            await self.store.outbox_update(item.finished("sent", result.attempts, 0))
+            self.stats.sent += 1
+            log.info("sent %s to %s (%.0f ms, %d attempt(s))", item.reply.kind, short_user(item.user), elapsed,
+                     attempts)
+            await self.store.outbox_update(replace(item, status="sent", attempts=attempts, errcode=0, error=None))
+            await self._log([LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))])
+        elif result.errcode in TRANSIENT and attempts < self.settings.max_attempts:
+            self.stats.retried += 1
+            delay = min(MAX_BACKOFF, self.base_delay * 2 ** min(attempts, 16)) * (0.5 + random.random() / 2)
+            log.warning("send %s to %s failed (%s); trying again in %.0f s", item.reply.kind,
+                        short_user(item.user), result.reason, delay)
+            await self.store.outbox_update(replace(item, attempts=attempts, errcode=result.errcode,
+                                                   error=result.reason, next_try=self.clock() + delay))
         else:
+            self.stats.failed += 1
             log.warning("send %s to %s failed: %s", item.reply.kind, short_user(item.user), result.reason)
-            await self.store.outbox_update(item.finished("failed", result.attempts, result.errcode,
-                                                         result.reason))
+            await self.store.outbox_update(replace(item, status="failed", attempts=attempts,
+                                                   errcode=result.errcode, error=result.reason))
+            await self._log([LogEntry(self.clock(), item.user, "failed", item.reply.kind, _text(item.reply),
+                                      errcode=result.errcode, detail=result.reason)])
+
+    async def _log(self, entries: list[LogEntry]) -> None:
+        try:
+            await self.store.log_add(entries)
+        except StoreError as exc:
+            log.debug("conversation log not written: %s", exc)
+
+    # ---- recovery ------------------------------------------------------------------------------
+
+    async def scan(self) -> int:
+        """Start lanes for every user with pending replies that no lane here is sending. Returns how many."""
+        users = await self.store.outbox_users()
+        started = 0
+        for user in users:
+            if user not in self._lanes:
+                self.kick(user)
+                started += 1
+        return started
+
+    async def start(self) -> None:
+        """Recover what a previous run left pending, then keep looking every few seconds."""
+        if self.sender is not None:
+            self._scanner = asyncio.create_task(self._scan_forever(), name="outbox:scan")
+
+    async def _scan_forever(self) -> None:
+        while not self._closed:
+            try:
+                found = await self.scan()
+                if found:
+                    log.info("outbox: resuming pending replies of %d user(s)", found)
+            except StoreError:
+                pass  # the push path logs store outages
+            await asyncio.sleep(SCAN_EVERY)
+
+    # ---- state and shutdown --------------------------------------------------------------------
 
     @property
-    def pending(self) -> int:
-        return sum(len(lane) for lane in self._lanes.values())
+    def busy(self) -> int:
+        return len(self._lanes)
 
     async def drain(self) -> None:
-        """Wait until every scheduled reply has been delivered (or given up)."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
+        """Wait until no lane is working (everything pending has been sent, failed or is backing off
+        in a lane — tests and benchmarks use this)."""
+        while self._lanes:
+            await asyncio.wait(set(self._lanes.values()))
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Stop taking work; give in-flight sends `timeout` seconds, then cancel them."""
+        """Stop taking work; give in-flight sends `timeout` seconds, then cancel them. Unsent replies stay
+        pending in the store for the next start."""
         self._closed = True
-        if self._tasks:
-            _, still = await asyncio.wait(set(self._tasks), timeout=timeout)
+        if self._scanner is not None:
+            self._scanner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scanner
+        lanes = set(self._lanes.values())
+        if lanes:
+            _, still = await asyncio.wait(lanes, timeout=timeout)
             for task in still:
                 task.cancel()
             if still:
                 await asyncio.wait(still)
-                log.warning("outbox closed with %d lane(s) unfinished", len(still))
+                log.warning("outbox closed with %d lane(s) unfinished; their replies stay pending", len(still))
 
 
-def _preview(reply: Reply) -> str:
-    if hasattr(reply, "content"):
-        return f"text {reply.content!r}"
-    return repr(reply)
+def _text(reply: Reply) -> str:
+    content = getattr(reply, "content", None)
+    return content if content is not None else getattr(reply, "title", "") or ""

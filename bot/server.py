@@ -28,15 +28,16 @@ from aiohttp.web_protocol import RequestPayloadError
 from .config import TIMEZONE, Settings
 from .dedupe import Dedupe
 from .engine import RuleSet, decide
-from .errors import ProtocolError, PushTooLarge
-from .messages import Message, Reply
+from .errors import ProtocolError, PushTooLarge, StoreError
+from .messages import Decision, Message, Reply
 from .outbox import Outbox, short_user
 from .protocol.crypto import WeChatCrypto
 from .protocol.push import Push, PushCodec
 from .protocol.signature import check_timestamp, verify
 from .protocol.wire import passive_fields, transfer_fields
 from .reload import Reloader, RulesHolder, load_ruleset
-from .store import Store, open_store
+from .store import LogEntry, Store, open_store
+from .store.health import StoreHealth
 from .textsplit import split_replies
 from .watch import watch
 from .wechat_api import RetryPolicy, WeChatAPI
@@ -57,8 +58,18 @@ class Answer:
     def response(self) -> web.Response:
         return web.Response(body=self.body, content_type=self.content_type, charset="utf-8")
 
+    def to_bytes(self) -> bytes:
+        return f"{self.kind}\n{self.content_type}\n".encode() + self.body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Answer:
+        kind, content_type, body = data.split(b"\n", 2)
+        return cls(body, content_type.decode(), kind.decode())
+
 
 SUCCESS = Answer(b"success", "text/plain", "success")
+DEDUPE_TTL = 300.0  # seconds a push's answer is kept for WeChat's retries (it retries within ~15 s)
+SHARED_POLL = 0.05  # seconds between looks for another instance's answer
 
 
 @dataclass
@@ -74,6 +85,7 @@ class Runtime:
     dedupe: Dedupe[Answer] = field(default_factory=Dedupe)
     reloader: Reloader | None = None
     watching: asyncio.Event = field(default_factory=asyncio.Event)  # set while the file watcher is armed
+    health: StoreHealth = field(default_factory=StoreHealth)
     outbox: Outbox | None = None
     api: WeChatAPI | None = None
     session: aiohttp.ClientSession | None = None
@@ -147,11 +159,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     rt.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
     sender = None
     if rt.settings.wechat.has_credentials:
-        rt.api = WeChatAPI(rt.settings.wechat, rt.session, rt.retry)
+        rt.api = WeChatAPI(rt.settings.wechat, rt.session, rt.retry, store=rt.store)
         sender = rt.api.send
     else:
         log.warning("no wechat.appid/secret: replies are logged and kept as '%s'", "not sent: no credentials")
-    rt.outbox = Outbox(rt.store, sender)
+    rt.outbox = Outbox(rt.store, sender, rt.settings.outbox, rt.clock, base_delay=rt.retry.base_delay)
+    await rt.outbox.start()
+    housekeeping = asyncio.create_task(_housekeeping(rt), name="kefu-housekeeping")
     if rt.reloader is not None and rt.reloader.manage_gc:
         gc.collect()
         gc.freeze()  # modules, the app and the first rule set live as long as the process
@@ -160,9 +174,27 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        housekeeping.cancel()
         await rt.outbox.close()
         await rt.session.close()
         await rt.store.close()
+
+
+async def _housekeeping(rt: Runtime) -> None:
+    """Forget conversation log entries and finished outbox items older than `log.keep`, hourly."""
+    while True:
+        try:
+            before = rt.clock() - rt.settings.log.keep
+            purged = await rt.store.log_purge(before)
+            purge = getattr(rt.store, "outbox_purge", None)
+            if purge is not None:
+                purged += await purge(before)
+            if purged:
+                log.info("housekeeping: forgot %d log entries and outbox items older than %d days", purged,
+                         rt.settings.log.keep // 86400)
+        except StoreError:
+            pass
+        await asyncio.sleep(3600)
 
 
 # ---- handlers --------------------------------------------------------------------------------------------
@@ -231,7 +263,16 @@ async def handle_push(request: web.Request) -> web.Response:
         return answer.response()
     answer: Answer | None = None
     try:
-        answer = await _handle_message(rt, push, started)
+        shared = await _shared_answer(rt, message.dedupe_key)
+        if shared is not None:  # another instance got this push first
+            answer = shared
+            log.info("push retried to this instance: user=%s type=%s answer=%s (decided elsewhere)",
+                     short_user(message.from_user), _type_label(message), answer.kind)
+        else:
+            answer = await _handle_message(rt, push, started)
+    except StoreError as exc:
+        rt.health.failed(exc)
+        answer = _safe_answer(rt, push)
     except Exception:
         log.exception("push from %s could not be handled; answering safely", short_user(message.from_user))
         answer = _safe_answer(rt, push)
@@ -239,6 +280,20 @@ async def handle_push(request: web.Request) -> web.Response:
         if not future.done():
             future.set_result(answer if answer is not None else _safe_answer(rt, push))
     return answer.response()
+
+
+async def _shared_answer(rt: Runtime, key: str) -> Answer | None:
+    """Claim the push in the store. None if this instance is the first to see it (it decides); else the
+    answer the first instance gave — waited for up to RETRY_WAIT seconds, then `success`."""
+    if await rt.store.claim(key, DEDUPE_TTL):
+        return None
+    deadline = time.monotonic() + RETRY_WAIT
+    while time.monotonic() < deadline:
+        stored = await rt.store.get_answer(key)
+        if stored is not None:
+            return Answer.from_bytes(stored)
+        await asyncio.sleep(SHARED_POLL)  # the other instance is still deciding: a rare case
+    return SUCCESS
 
 
 def _transfer(rt: Runtime, push: Push, kf_account: str | None = None) -> Answer:
@@ -280,11 +335,34 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     else:
         await rt.outbox.submit(message.from_user, replies, message.dedupe_key, decision.send_as)
         answer = _transfer(rt, push, decision.kf_account) if decision.transfer else SUCCESS
+    await rt.store.put_answer(message.dedupe_key, answer.to_bytes(), DEDUPE_TTL)
+    rt.health.ok()
+    await _log_push(rt, message, decision, answer, replies)
     log.info("push user=%s type=%s%s rule=%s version=%s replies=%d answer=%s latency=%.1fms",
              short_user(message.from_user), _type_label(message), " (aes)" if push.encrypted else "",
              decision.label, decision.version,
              len(replies), answer.kind, (time.perf_counter() - started) * 1000)
     return answer
+
+
+async def _log_push(rt: Runtime, message: Message, decision: Decision, answer: Answer,
+                    replies: tuple[Reply, ...]) -> None:
+    """The conversation log: what the user sent, the rule, and a transfer or a passive answer (API sends
+    are logged by the outbox when they are sent or fail)."""
+    now = rt.clock()
+    rule = decision.rule or ""
+    entries = [LogEntry(now, message.from_user, "push", _type_label(message), message.text or "", rule,
+                        detail=decision.error or "")]
+    if answer.kind == "transfer":
+        entries.append(LogEntry(now, message.from_user, "transfer", _type_label(message), "", rule,
+                                detail=decision.kf_account or ""))
+    elif answer.kind.startswith("passive"):
+        entries.append(LogEntry(now, message.from_user, "sent", replies[0].kind,
+                                getattr(replies[0], "content", ""), rule, 0, "passive"))
+    try:
+        await rt.store.log_add(entries)
+    except StoreError as exc:
+        log.debug("conversation log not written: %s", exc)
 
 
 def _type_label(message: Message) -> str:

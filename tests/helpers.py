@@ -50,7 +50,7 @@ def event_fields(event: str, user: str = USER, **extra: Any) -> dict[str, Any]:
 
 def write_bot(tmp_path: Path, rules: dict[str, str], templates: dict[str, str] | None = None,
               config: str = "", api_base: str = "https://api.weixin.qq.com",
-              credentials: bool = True, wechat: str = "") -> Path:
+              credentials: bool = True, wechat: str = "", store: str = "memory://") -> Path:
     """Write bot.yaml, rules/ and templates/ under tmp_path; return the bot.yaml path."""
     from .fakewechat import APPID, SECRET
 
@@ -64,7 +64,7 @@ def write_bot(tmp_path: Path, rules: dict[str, str], templates: dict[str, str] |
         path.write_text(text, encoding="utf-8")
     creds = f"  appid: {APPID}\n  secret: {SECRET}\n" if credentials else ""
     text = (f"wechat:\n{creds}  token: {TOKEN}\n  api_base: {api_base}\n{wechat}"
-            f"store: memory://\nvars:\n  shop_name: 测试小店\n{config}")
+            f"store: '{store}'\nvars:\n  shop_name: 测试小店\n{config}")
     path = tmp_path / "bot.yaml"
     path.write_text(text, encoding="utf-8")
     return path

@@ -157,3 +157,37 @@ def test_the_official_account_example_checks_and_chats(monkeypatch, capsys):
     assert "agent xiaowang@example" in out
     assert "rule:  qr-store-123" in out
     assert "收到您的评价：满意" in out
+
+
+def test_log_prints_the_conversation_log(tmp_path, capsys):
+    import time
+
+    from bot.store import LogEntry, open_store
+
+    config = write_bot(tmp_path, GOOD, store=f"sqlite:///{tmp_path}/kefu.db")
+    now = time.time()
+
+    async def fill():
+        store = open_store(f"sqlite:///{tmp_path}/kefu.db")
+        await store.open()
+        await store.log_add([LogEntry(now - 7200, "o_old", "push", "text", "很久以前", "hi"),
+                             LogEntry(now - 60, "o_user", "push", "text", "你好", "hi"),
+                             LogEntry(now - 59, "o_user", "sent", "text", "您好", "hi"),
+                             LogEntry(now - 30, "o_other", "failed", "text", "x", "other", 45047, "quota")])
+        await store.close()
+
+    asyncio.run(fill())
+    assert main(["log", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and "o_old" in lines[0] and "errcode=45047" in lines[3]
+    assert main(["log", "--config", str(config), "--user", "o_user", "--since", "1h"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "'你好'" in lines[0] and "rule=hi" in lines[0] and "sent" in lines[1]
+    assert main(["log", "--config", str(config), "--rule", "other"]) == 0
+    assert "o_other" in capsys.readouterr().out
+
+
+def test_log_explains_the_memory_store(tmp_path, capsys):
+    config = write_bot(tmp_path, GOOD)
+    assert main(["log", "--config", str(config)]) == 1
+    assert "memory store keeps no log" in capsys.readouterr().err

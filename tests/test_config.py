@@ -273,7 +273,6 @@ def test_unknown_key_without_close_match_has_no_hint():
         ("wechat:\n  api_base: ftp://x\n", "conf/bot.yaml:2: 'api_base' must start with http:// or https://"),
         ("server:\n  path: wechat\n", "conf/bot.yaml:2: 'path' must start with /"),
         ("store: mysql://x\n", "conf/bot.yaml:1: 'store' must be one of memory://"),
-        ("store: sqlite:///kefu.db\n", "conf/bot.yaml:1: store 'sqlite' is not available in this version"),
         ("server:\n  path: /healthz\n", "conf/bot.yaml:2: 'path' /healthz is kefu's own"),
         ("server:\n  path: /admin/x\n", "conf/bot.yaml:2: 'path' /admin/x is kefu's own"),
         ("wechat:\n  appid: wx1\n  encoding_aes_key: tooshort\n",
@@ -498,5 +497,7 @@ def test_a_store_password_never_shows():
     assert "store" not in repr(settings)
     assert redact_url("redis://:hunter2@10.0.0.1:6379/0") == "redis://:***@10.0.0.1:6379/0"
     with pytest.raises(ConfigError) as info:
-        parse("store: rediss://:hunter2@host/0\n", {})
-    assert "hunter2" not in str(info.value)
+        parse("store: mysql://:hunter2@host/0\n", {})
+    assert "hunter2" not in str(info.value) and "***" in str(info.value)
+    settings = parse("store: 'redis://:hunter2@host:6379/0'\n", {})
+    assert "hunter2" not in repr(settings) and settings.store_display == "redis://:***@host:6379/0"

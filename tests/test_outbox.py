@@ -7,7 +7,8 @@ import asyncio
 import aiohttp
 import pytest
 
-from bot.config import Secret, WeChatSettings
+from bot.config import OutboxSettings, Secret, WeChatSettings
+from bot.errors import StoreError
 from bot.messages import TextReply
 from bot.outbox import Outbox, short_user
 from bot.store import MemoryStore
@@ -64,11 +65,11 @@ async def test_items_are_stored_before_sending_and_marked_after(fake, api):
     items = await outbox.submit("u", texts(2, "x"), "p")
     stored = await store.outbox_items(status="pending")
     assert {i.id for i in stored} == {i.id for i in items}
-    assert outbox.pending == 2
+    assert (await store.outbox_counts())["pending"] == 2
     hold.set()
     await outbox.drain()
     assert [i.status for i in await store.outbox_items()] == ["sent", "sent"]
-    assert outbox.pending == 0
+    assert (await store.outbox_counts())["pending"] == 0
 
 
 async def test_a_failing_reply_does_not_block_the_next(fake, api):
@@ -82,7 +83,7 @@ async def test_a_failing_reply_does_not_block_the_next(fake, api):
     assert by_text["x1"].status == "sent"
 
 
-async def test_a_crashing_sender_marks_failed_and_continues():
+async def test_a_crashing_sender_is_retried_then_failed_and_the_lane_continues():
     calls = []
 
     async def sender(user, reply, send_as=None):
@@ -92,11 +93,36 @@ async def test_a_crashing_sender_marks_failed_and_continues():
         return SendResult(ok=True)
 
     store = MemoryStore()
-    outbox = Outbox(store, sender)
+    outbox = Outbox(store, sender, OutboxSettings(max_attempts=3), base_delay=0.001)
     await outbox.submit("u", texts(2, "x"), "p")
     await outbox.drain()
-    assert calls == ["x0", "x1"]
-    assert sorted(i.status for i in await store.outbox_items()) == ["failed", "sent"]
+    assert calls == ["x0", "x0", "x0", "x1"]  # x1 waited for x0 to be given up
+    by_text = {i.reply.content: i for i in await store.outbox_items()}
+    assert by_text["x0"].status == "failed" and by_text["x0"].attempts == 3
+    assert by_text["x1"].status == "sent"
+
+
+async def test_transient_failures_back_off_without_reordering(fake, api):
+    store = MemoryStore()
+    outbox = Outbox(store, api.send, OutboxSettings(max_attempts=10), base_delay=0.001)
+    # every API-level try of the first reply fails, twice over: the outbox retries it later
+    fake.fail(SEND, *[Failure(errcode=-1)] * (2 * FAST_RETRY.attempts))
+    await outbox.submit("u", texts(3, "m"), "p")
+    await outbox.drain()
+    assert [s["text"]["content"] for s in fake.sent] == ["m0", "m1", "m2"]
+    first = min(await store.outbox_items(), key=lambda i: i.id)
+    assert first.status == "sent" and first.attempts == 2 * FAST_RETRY.attempts + 1
+    assert outbox.stats.retried == 2
+
+
+async def test_a_reply_is_failed_after_max_attempts(fake, api):
+    store = MemoryStore()
+    outbox = Outbox(store, api.send, OutboxSettings(max_attempts=4), base_delay=0.001)
+    fake.fail(SEND, *[Failure(http=503)] * 20)
+    await outbox.submit("u", texts(1, "m"), "p")
+    await outbox.drain()
+    [item] = await store.outbox_items()
+    assert item.status == "failed" and item.attempts >= 4 and "503" in item.error
 
 
 async def test_concurrency_is_bounded():
@@ -115,7 +141,7 @@ async def test_concurrency_is_bounded():
         running -= 1
         return SendResult(ok=True)
 
-    outbox = Outbox(MemoryStore(), sender, concurrency=3)
+    outbox = Outbox(MemoryStore(), sender, OutboxSettings(concurrency=3))
     for i in range(10):
         await outbox.submit(f"user{i}", texts(1, "x"), f"p{i}")
     await full.wait()  # three sends are in flight; the other seven lanes wait at the limit
@@ -143,14 +169,17 @@ def test_short_user_hides_most_of_an_openid():
     assert short_user("short") == "short"
 
 
-async def test_a_failing_store_does_not_stop_a_users_lane():
+async def test_a_store_failure_loses_nothing():
+    """If the store cannot record that a reply was sent, the reply stays pending and is sent again: the one
+    documented way a reply goes out twice. Nothing is lost, and later replies still go out in order."""
+
     class FlakyStore(MemoryStore):
         failures = 1
 
         async def outbox_update(self, item):
-            if self.failures:
+            if self.failures and item.status == "sent":
                 self.failures -= 1
-                raise OSError("disk full")
+                raise StoreError("disk full")
             await super().outbox_update(item)
 
     sent = []
@@ -159,12 +188,14 @@ async def test_a_failing_store_does_not_stop_a_users_lane():
         sent.append(reply.content)
         return SendResult(ok=True)
 
-    outbox = Outbox(FlakyStore(), sender)
+    store = FlakyStore()
+    outbox = Outbox(store, sender)
     await outbox.submit("u", texts(2, "x"), "p")
     await outbox.drain()
     await outbox.submit("u", texts(1, "later"), "p2")
     await outbox.drain()
-    assert sent == ["x0", "x1", "later0"]
+    assert sent == ["x0", "x0", "x1", "later0"]
+    assert (await store.outbox_counts())["pending"] == 0
 
 
 def test_dedupe_forgets_by_time_even_when_a_delivery_never_finished():

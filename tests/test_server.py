@@ -457,3 +457,19 @@ async def test_log_lines_cannot_be_forged_from_a_push(bot, caplog):
     await bot.push(json_push(event_fields("evil\nINFO forged line")), content_type="application/json")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("push ")]
     assert len(lines) == 1 and "\n" not in lines[0] and "evil\\x0ainfo" in lines[0]
+
+
+async def test_the_conversation_log_records_pushes_replies_failures_and_transfers(bot, fake):
+    fake.fail("/cgi-bin/message/custom/send", Failure(errcode=45015))
+    await bot.push(xml_push(text_fields("订单号：2024060112345678")))
+    await bot.push(xml_push(text_fields("随便问问")))
+    await bot.drain()
+    entries = await bot.runtime.store.log_query(user=USER)
+    kinds = [(e.kind, e.rule) for e in entries]
+    assert kinds[:2] == [("push", "order"), ("transfer", "order")]
+    # the second push and the first push's two sends happen concurrently
+    assert sorted(kinds[2:]) == [("failed", ""), ("push", ""), ("sent", ""), ("transfer", "")]
+    assert kinds.index(("push", "")) < kinds.index(("transfer", ""))
+    assert entries[0].text == "订单号：2024060112345678" and entries[0].msg_type == "text"
+    failed = next(e for e in entries if e.kind == "failed")
+    assert failed.errcode == 45015 and "48 hours" in failed.detail

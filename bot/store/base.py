@@ -1,4 +1,11 @@
-"""The store interface every backend implements."""
+"""The store interface every backend implements — memory (tests, trying kefu out), sqlite (one host, the
+embedded default) and redis (a fleet of instances).
+
+Everything kefu keeps beyond one request goes through these methods: retry dedupe, the outbox, a small
+key-value space with expiry (the access token, locks, lane leases, conversation state, the media cache and
+send allowances) and the conversation log. Times are epoch seconds (`now` is passed in where the store
+compares times; `ttl` is relative). Every method may raise StoreError when the backend cannot be reached.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from typing import Literal, Protocol
 from ..messages import Reply
 
 Status = Literal["pending", "sent", "failed", "unsent"]
+STATUSES: tuple[Status, ...] = ("pending", "sent", "failed", "unsent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,22 +32,107 @@ class OutboxItem:
     attempts: int = 0
     errcode: int | None = None
     error: str | None = None
+    next_try: float = 0.0  # not before this time (backoff between attempts)
 
     def finished(self, status: Status, attempts: int = 0, errcode: int | None = None,
                  error: str | None = None) -> OutboxItem:
         return replace(self, status=status, attempts=self.attempts + attempts, errcode=errcode, error=error)
 
 
+LogKind = Literal["push", "sent", "failed", "transfer", "unsent"]
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line of the conversation log."""
+
+    ts: float
+    user: str
+    kind: LogKind
+    msg_type: str = ""  # push: text, image, event/subscribe, …
+    text: str = ""  # push: what the user wrote; sent/failed: what the bot sent
+    rule: str = ""  # the rule that fired ("" for the fallback)
+    errcode: int | None = None
+    detail: str = ""
+
+
 class Store(Protocol):
+    kind: str  # "memory", "sqlite" or "redis"
+    shared: bool  # several processes can use it at once
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
 
     async def ping(self) -> bool: ...
 
+    # -- retry dedupe: one answer per push, whichever instance gets each delivery --------------------
+    async def claim(self, key: str, ttl: float) -> bool:
+        """Atomically take `key` for `ttl` seconds. True for the first caller only."""
+        ...
+
+    async def put_answer(self, key: str, answer: bytes, ttl: float) -> None: ...
+
+    async def get_answer(self, key: str) -> bytes | None: ...
+
+    # -- key-value with expiry -----------------------------------------------------------------------
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(self, key: str, value: str, ttl: float | None = None) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
+        """A lock: set only if absent (or expired). True if set."""
+        ...
+
+    async def touch_if(self, key: str, value: str, ttl: float) -> bool:
+        """Extend a lock's ttl if it still holds `value`. True if it did."""
+        ...
+
+    async def delete_if(self, key: str, value: str) -> bool:
+        """Release a lock if it still holds `value`. True if it did."""
+        ...
+
+    # -- the outbox ----------------------------------------------------------------------------------
     async def outbox_add(self, user: str, replies: tuple[Reply, ...], push: str, now: float,
-                         send_as: str | None = None) -> list[OutboxItem]: ...
+                         send_as: str | None = None) -> list[OutboxItem]:
+        """Store replies as pending, in order; ids increase in the order of insertion."""
+        ...
 
-    async def outbox_update(self, item: OutboxItem) -> None: ...
+    async def outbox_update(self, item: OutboxItem) -> None:
+        """Write back status, attempts, errcode, error and next_try of an item."""
+        ...
 
-    async def outbox_items(self, status: Status | None = None, limit: int = 100) -> list[OutboxItem]: ...
+    async def outbox_next(self, user: str) -> OutboxItem | None:
+        """The user's oldest pending item (lowest id), or None."""
+        ...
+
+    async def outbox_users(self, limit: int = 1000) -> list[str]:
+        """Users with pending items, oldest first."""
+        ...
+
+    async def outbox_items(self, status: Status | None = None, user: str | None = None,
+                           limit: int = 100) -> list[OutboxItem]:
+        """Items, newest first."""
+        ...
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """How many items are in each status (every status present, 0 if none)."""
+        ...
+
+    async def outbox_oldest_pending(self) -> float | None:
+        """created_at of the oldest pending item."""
+        ...
+
+    # -- the conversation log ------------------------------------------------------------------------
+    async def log_add(self, entries: list[LogEntry]) -> None: ...
+
+    async def log_query(self, user: str | None = None, since: float | None = None, rule: str | None = None,
+                        limit: int = 200) -> list[LogEntry]:
+        """Matching entries, oldest first, the newest `limit` of them."""
+        ...
+
+    async def log_purge(self, before: float) -> int:
+        """Delete entries older than `before`; return how many."""
+        ...

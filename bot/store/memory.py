@@ -1,20 +1,30 @@
-"""The in-memory store: for tests and for trying kefu out. Nothing survives a restart."""
+"""The in-memory store: for tests and for trying kefu out. One process; nothing survives a restart."""
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import OrderedDict
 
 from ..messages import Reply
-from .base import OutboxItem, Status
+from .base import STATUSES, LogEntry, OutboxItem, Status
 
-KEEP_FINISHED = 1000
+KEEP_FINISHED = 10_000
+KEEP_LOG = 100_000
 
 
 class MemoryStore:
-    def __init__(self) -> None:
+    kind = "memory"
+    shared = False
+
+    def __init__(self, clock=time.time) -> None:
+        self._clock = clock
         self._ids = itertools.count(1)
         self._items: OrderedDict[int, OutboxItem] = OrderedDict()
+        self._pending: dict[str, list[int]] = {}  # user -> ids of pending items, oldest first
+        self._kv: dict[str, tuple[str, float | None]] = {}
+        self._answers: dict[str, tuple[bytes, float]] = {}
+        self._log: list[LogEntry] = []
         self._finished = 0
 
     def __repr__(self) -> str:
@@ -29,12 +39,77 @@ class MemoryStore:
     async def ping(self) -> bool:
         return True
 
+    # -- dedupe ----------------------------------------------------------------------------------------
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        return await self.set_if_absent(f"claim:{key}", "1", ttl)
+
+    async def put_answer(self, key: str, answer: bytes, ttl: float) -> None:
+        self._answers[key] = (answer, self._clock() + ttl)
+
+    async def get_answer(self, key: str) -> bytes | None:
+        entry = self._answers.get(key)
+        if entry is None or entry[1] <= self._clock():
+            self._answers.pop(key, None)
+            return None
+        return entry[0]
+
+    # -- key-value ---------------------------------------------------------------------------------
+
+    def _live(self, key: str) -> str | None:
+        entry = self._kv.get(key)
+        if entry is None:
+            return None
+        if entry[1] is not None and entry[1] <= self._clock():
+            del self._kv[key]
+            return None
+        return entry[0]
+
+    async def get(self, key: str) -> str | None:
+        return self._live(key)
+
+    async def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        self._kv[key] = (value, self._clock() + ttl if ttl is not None else None)
+
+    async def delete(self, key: str) -> None:
+        self._kv.pop(key, None)
+
+    async def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
+        if self._live(key) is not None:
+            return False
+        self._kv[key] = (value, self._clock() + ttl)
+        if len(self._kv) > 50_000:
+            self._sweep()
+        return True
+
+    async def touch_if(self, key: str, value: str, ttl: float) -> bool:
+        if self._live(key) != value:
+            return False
+        self._kv[key] = (value, self._clock() + ttl)
+        return True
+
+    async def delete_if(self, key: str, value: str) -> bool:
+        if self._live(key) != value:
+            return False
+        del self._kv[key]
+        return True
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        for key in [k for k, (_, exp) in self._kv.items() if exp is not None and exp <= now]:
+            del self._kv[key]
+        for key in [k for k, (_, exp) in self._answers.items() if exp <= now]:
+            del self._answers[key]
+
+    # -- outbox ------------------------------------------------------------------------------------
+
     async def outbox_add(self, user: str, replies: tuple[Reply, ...], push: str, now: float,
                          send_as: str | None = None) -> list[OutboxItem]:
         items = [OutboxItem(id=next(self._ids), user=user, reply=r, push=push, created_at=now,
                             send_as=send_as) for r in replies]
         for item in items:
             self._items[item.id] = item
+            self._pending.setdefault(user, []).append(item.id)
         return items
 
     async def outbox_update(self, item: OutboxItem) -> None:
@@ -42,15 +117,69 @@ class MemoryStore:
             return
         self._items[item.id] = item
         if item.status != "pending":
+            ids = self._pending.get(item.user, [])
+            if item.id in ids:
+                ids.remove(item.id)
+                if not ids:
+                    del self._pending[item.user]
             self._finished += 1
             if self._finished > KEEP_FINISHED:
                 self._forget_finished()
 
     def _forget_finished(self) -> None:
-        for key in [k for k, v in self._items.items() if v.status != "pending"][:-KEEP_FINISHED // 2]:
+        finished = [k for k, v in self._items.items() if v.status != "pending"]
+        for key in finished[:-KEEP_FINISHED // 2]:
             del self._items[key]
-        self._finished = sum(1 for v in self._items.values() if v.status != "pending")
+        self._finished = min(len(finished), KEEP_FINISHED // 2)
 
-    async def outbox_items(self, status: Status | None = None, limit: int = 100) -> list[OutboxItem]:
-        items = [i for i in reversed(self._items.values()) if status is None or i.status == status]
-        return items[:limit]
+    async def outbox_next(self, user: str) -> OutboxItem | None:
+        ids = self._pending.get(user)
+        return self._items[ids[0]] if ids else None
+
+    async def outbox_users(self, limit: int = 1000) -> list[str]:
+        return sorted(self._pending, key=lambda user: self._pending[user][0])[:limit]
+
+    async def outbox_items(self, status: Status | None = None, user: str | None = None,
+                           limit: int = 100) -> list[OutboxItem]:
+        out = []
+        for item in reversed(self._items.values()):
+            if (status is None or item.status == status) and (user is None or item.user == user):
+                out.append(item)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def outbox_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for item in self._items.values():
+            counts[item.status] += 1
+        return counts
+
+    async def outbox_oldest_pending(self) -> float | None:
+        oldest = min((ids[0] for ids in self._pending.values()), default=None)
+        return self._items[oldest].created_at if oldest is not None else None
+
+    async def outbox_purge(self, before: float) -> int:
+        old = [k for k, v in self._items.items() if v.status != "pending" and v.created_at < before]
+        for key in old:
+            del self._items[key]
+        return len(old)
+
+    # -- log ---------------------------------------------------------------------------------------
+
+    async def log_add(self, entries: list[LogEntry]) -> None:
+        self._log.extend(entries)
+        if len(self._log) > KEEP_LOG:
+            del self._log[: len(self._log) - KEEP_LOG]
+
+    async def log_query(self, user: str | None = None, since: float | None = None, rule: str | None = None,
+                        limit: int = 200) -> list[LogEntry]:
+        found = [e for e in self._log if (user is None or e.user == user)
+                 and (since is None or e.ts >= since) and (rule is None or e.rule == rule)]
+        return found[-limit:]
+
+    async def log_purge(self, before: float) -> int:
+        kept = [e for e in self._log if e.ts >= before]
+        removed = len(self._log) - len(kept)
+        self._log = kept
+        return removed

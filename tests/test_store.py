@@ -1,0 +1,308 @@
+"""The store contract: every backend (memory, sqlite, redis) passes the same tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.errors import ConfigError
+from bot.messages import ImageReply, MenuReply, MiniProgramPageReply, TextReply
+from bot.store import LogEntry, open_store
+
+from .stores import flush_prefix, redis_url, require_redis
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def backend(request, tmp_path):
+    """(store, clock, kind). The clock drives expiry for memory and sqlite; Redis keeps its own."""
+    clock = Clock()
+    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/kefu.db"}.get(request.param)
+    if request.param == "redis":
+        require_redis()
+        url = redis_url()
+    store = open_store(url, clock=clock)
+    await store.open()
+    yield store, clock, request.param
+    await store.close()
+    if request.param == "redis":
+        await flush_prefix(url)
+
+
+async def test_ping_and_identity(backend):
+    store, _, kind = backend
+    assert await store.ping() is True
+    assert store.kind == kind
+    assert store.shared is (kind != "memory")
+
+
+# ---- dedupe --------------------------------------------------------------------------------------
+
+
+async def test_claim_is_taken_once(backend):
+    store, _, _ = backend
+    results = await asyncio.gather(*[store.claim("msg:1", 300) for _ in range(10)])
+    assert results.count(True) == 1
+    assert await store.claim("msg:2", 300) is True
+
+
+async def test_answers_are_kept_for_retries(backend):
+    store, _, _ = backend
+    assert await store.get_answer("msg:1") is None
+    await store.put_answer("msg:1", b"transfer\x00<xml>\xe4\xbd\xa0</xml>", 300)
+    assert await store.get_answer("msg:1") == b"transfer\x00<xml>\xe4\xbd\xa0</xml>"
+
+
+async def test_claims_and_answers_expire(backend):
+    store, clock, kind = backend
+    if kind == "redis":
+        pytest.skip("Redis expires keys on its own clock: see test_redis_sets_expiry")
+    assert await store.claim("k", 300)
+    await store.put_answer("k", b"a", 300)
+    clock.now += 301
+    assert await store.get_answer("k") is None
+    assert await store.claim("k", 300) is True
+
+
+# ---- key-value and locks -------------------------------------------------------------------------------
+
+
+async def test_key_value(backend):
+    store, clock, kind = backend
+    assert await store.get("token") is None
+    await store.set("token", "ACCESS_1", 7200)
+    await store.set("forever", "x")
+    assert await store.get("token") == "ACCESS_1"
+    await store.set("token", "ACCESS_2", 7200)
+    assert await store.get("token") == "ACCESS_2"
+    await store.delete("token")
+    assert await store.get("token") is None
+    assert await store.get("forever") == "x"
+    if kind != "redis":
+        await store.set("short", "y", 10)
+        clock.now += 11
+        assert await store.get("short") is None
+        assert await store.get("forever") == "x"
+
+
+async def test_locks(backend):
+    store, clock, kind = backend
+    results = await asyncio.gather(*[store.set_if_absent("lock:token", f"owner{i}", 10) for i in range(5)])
+    assert results.count(True) == 1
+    owner = f"owner{results.index(True)}"
+    assert await store.touch_if("lock:token", "someone-else", 10) is False
+    assert await store.touch_if("lock:token", owner, 10) is True
+    assert await store.delete_if("lock:token", "someone-else") is False
+    assert await store.get("lock:token") == owner
+    assert await store.delete_if("lock:token", owner) is True
+    assert await store.set_if_absent("lock:token", "next", 10) is True
+    if kind != "redis":
+        clock.now += 11  # an expired lock is free again
+        assert await store.set_if_absent("lock:token", "after-expiry", 10) is True
+
+
+async def test_unicode_and_large_values(backend):
+    store, _, _ = backend
+    value = "状态" * 5000 + "😀\x00\n"
+    await store.set("state:o1", value, 600)
+    assert await store.get("state:o1") == value
+
+
+# ---- outbox --------------------------------------------------------------------------------------------
+
+REPLIES = (TextReply("你好"), ImageReply("MEDIA"), MenuReply("选", (("1", "是"), ("2", "否")), "尾"),
+           MiniProgramPageReply("t", "p", "m", None))
+
+
+async def test_outbox_keeps_replies_in_order_per_user(backend):
+    store, clock, _ = backend
+    a = await store.outbox_add("userA", REPLIES[:2], "msg:1", clock.now)
+    b = await store.outbox_add("userB", REPLIES[2:], "msg:2", clock.now + 1, send_as="kf@x")
+    a2 = await store.outbox_add("userA", (TextReply("later"),), "msg:3", clock.now + 2)
+    ids = [i.id for i in a + b + a2]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert [i.reply for i in a] == list(REPLIES[:2])
+    assert b[0].send_as == "kf@x" and b[0].status == "pending" and b[0].push == "msg:2"
+    assert await store.outbox_users() == ["userA", "userB"]
+    first = await store.outbox_next("userA")
+    assert first == a[0]
+    await store.outbox_update(first.finished("sent", attempts=1, errcode=0))
+    assert (await store.outbox_next("userA")).reply == ImageReply("MEDIA")
+    assert (await store.outbox_next("userB")).reply == REPLIES[2]  # a MenuReply survives storage
+
+
+async def test_outbox_update_and_listing(backend):
+    store, clock, _ = backend
+    items = await store.outbox_add("u", (TextReply("a"), TextReply("b"), TextReply("c")), "p", clock.now)
+    await store.outbox_update(items[0].finished("sent", 1, 0))
+    await store.outbox_update(items[1].finished("failed", 3, 45047, "45047: quota"))
+    later = items[2].finished("pending", 1, -1, "busy")
+    await store.outbox_update(later.__class__(**{**_fields(later), "next_try": clock.now + 5}))
+    assert await store.outbox_counts() == {"pending": 1, "sent": 1, "failed": 1, "unsent": 0}
+    failed = await store.outbox_items(status="failed")
+    assert len(failed) == 1 and failed[0].errcode == 45047 and failed[0].error == "45047: quota"
+    assert failed[0].attempts == 3
+    pending = await store.outbox_next("u")
+    assert pending.attempts == 1 and pending.next_try == clock.now + 5 and pending.error == "busy"
+    assert [i.reply.content for i in await store.outbox_items()] == ["c", "b", "a"]  # newest first
+    assert [i.reply.content for i in await store.outbox_items(user="u", limit=2)] == ["c", "b"]
+    assert await store.outbox_oldest_pending() == clock.now
+    await store.outbox_update(pending.finished("sent", 1, 0))
+    assert await store.outbox_users() == []
+    assert await store.outbox_next("u") is None
+    assert await store.outbox_oldest_pending() is None
+
+
+def _fields(item):
+    return {name: getattr(item, name) for name in item.__dataclass_fields__}
+
+
+# ---- conversation log ------------------------------------------------------------------------------------
+
+
+async def test_conversation_log(backend):
+    store, clock, _ = backend
+    t = clock.now
+    await store.log_add([LogEntry(t, "o1", "push", "text", "快递到哪了", "shipping"),
+                         LogEntry(t + 1, "o1", "sent", "text", "明天到", "shipping")])
+    await store.log_add([LogEntry(t + 2, "o2", "push", "event/subscribe", "", ""),
+                         LogEntry(t + 3, "o1", "failed", "text", "x", "shipping", 45047, "quota"),
+                         LogEntry(t + 4, "o2", "transfer", "text", "人工", "human")])
+    assert [e.kind for e in await store.log_query()] == ["push", "sent", "push", "failed", "transfer"]
+    assert [e.kind for e in await store.log_query(user="o1")] == ["push", "sent", "failed"]
+    assert [e.ts for e in await store.log_query(since=t + 2)] == [t + 2, t + 3, t + 4]
+    assert [e.user for e in await store.log_query(rule="human")] == ["o2"]
+    assert [e.ts for e in await store.log_query(limit=2)] == [t + 3, t + 4]  # the newest two, in order
+    failed = (await store.log_query(user="o1"))[-1]
+    assert failed == LogEntry(t + 3, "o1", "failed", "text", "x", "shipping", 45047, "quota")
+    assert await store.log_purge(t + 2) == 2
+    assert len(await store.log_query()) == 3
+
+
+# ---- opening -----------------------------------------------------------------------------------------
+
+
+def test_store_urls():
+    assert open_store("memory://").kind == "memory"
+    assert open_store("sqlite:///tmp/x.db").kind == "sqlite"
+    assert open_store("redis://127.0.0.1:6379/0").kind == "redis"
+    with pytest.raises(ConfigError):
+        open_store("mysql://x")
+
+
+async def test_sqlite_data_survives_a_restart(tmp_path):
+    url = f"sqlite:///{tmp_path}/kefu.db"
+    store = open_store(url)
+    await store.open()
+    await store.outbox_add("u", (TextReply("after the crash"),), "p", 1.0)
+    await store.set("state:u", "waiting", 600)
+    await store.close()
+    again = open_store(url)
+    await again.open()
+    assert (await again.outbox_next("u")).reply == TextReply("after the crash")
+    assert await again.get("state:u") == "waiting"
+    await again.close()
+
+
+async def test_redis_sets_expiry_and_uses_its_prefix():
+    require_redis()
+    import redis.asyncio as aioredis
+
+    url = redis_url()
+    store = open_store(url)
+    await store.open()
+    try:
+        await store.set("k", "v", 100)
+        await store.claim("msg:1", 300)
+        client = aioredis.from_url(url.split("?")[0])
+        prefix = url.split("prefix=")[1]
+        keys = {k.decode() async for k in client.scan_iter(match=f"{prefix}*")}
+        assert f"{prefix}kv:k" in keys or any(k.startswith(prefix) for k in keys)
+        assert all(k.startswith(prefix) for k in keys)
+        ttls = [await client.pttl(k) for k in keys]
+        assert all(0 < t <= 300_000 for t in ttls)
+        await client.aclose()
+    finally:
+        await store.close()
+        await flush_prefix(url)
+
+
+async def test_an_unreachable_redis_raises_store_error():
+    from bot.errors import StoreError
+
+    store = open_store("redis://127.0.0.1:1/0")
+    await store.open()
+    try:
+        assert await store.ping() is False
+        with pytest.raises(StoreError):
+            await store.get("x")
+    finally:
+        await store.close()
+
+
+async def test_sqlite_two_connections_share_claims_and_locks(tmp_path):
+    from bot.store.sqlite import SqliteStore
+
+    clock = Clock()
+    path = str(tmp_path / "shared" / "kefu.db")  # the folder is created on open
+    first, second = SqliteStore(path, clock), SqliteStore(path, clock)
+    await first.open()
+    await second.open()
+    try:
+        claims = await asyncio.gather(*[s.claim(f"msg:{n}", 300) for n in range(20) for s in (first, second)])
+        assert [claims[2 * n:2 * n + 2].count(True) for n in range(20)] == [1] * 20  # each push once
+        locks = await asyncio.gather(*[s.set_if_absent("lock:token", f"owner{i}", 10)
+                                       for i, s in enumerate((first, second) * 3)])
+        assert locks.count(True) == 1
+        owner, holder = f"owner{locks.index(True)}", (first, second)[locks.index(True) % 2]
+        other = second if holder is first else first
+        assert await other.get("lock:token") == owner
+        assert await other.touch_if("lock:token", "someone-else", 10) is False
+        assert await other.delete_if("lock:token", owner) is True  # the value, not the connection, owns it
+        assert await holder.set_if_absent("lock:token", "next", 10) is True
+        assert await other.set_if_absent("lock:token", "again", 10) is False
+        clock.now += 301  # claim and lock expired: free again for either, still only once
+        assert [await other.claim("msg:0", 300), await holder.claim("msg:0", 300)] == [True, False]
+        assert await other.set_if_absent("lock:token", "after-expiry", 10) is True
+        assert await holder.get("lock:token") == "after-expiry"
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_redis_two_clients_share_claims_locks_and_the_outbox():
+    require_redis()
+    url = redis_url()
+    first, second = open_store(url), open_store(url)  # two instances of a fleet: same Redis, same prefix
+    await first.open()
+    await second.open()
+    try:
+        claims = await asyncio.gather(*[s.claim("msg:1", 300) for s in (first, second) * 5])
+        assert claims.count(True) == 1
+        locks = await asyncio.gather(*[s.set_if_absent("lock:token", f"owner{i}", 10)
+                                       for i, s in enumerate((first, second) * 3)])
+        assert locks.count(True) == 1
+        owner, holder = f"owner{locks.index(True)}", (first, second)[locks.index(True) % 2]
+        other = second if holder is first else first
+        assert await other.get("lock:token") == owner
+        assert await other.touch_if("lock:token", owner, 10) is True
+        assert await other.delete_if("lock:token", owner) is True
+        assert await holder.set_if_absent("lock:token", "next", 10) is True
+        added = await first.outbox_add("u", (TextReply("one"), TextReply("two")), "msg:1", 1.0)
+        assert await second.outbox_users() == ["u"]
+        assert await second.outbox_next("u") == added[0]
+        await second.outbox_update(added[0].finished("sent", 1, 0))
+        assert (await first.outbox_next("u")) == added[1]
+        assert (await first.outbox_counts())["sent"] == 1
+    finally:
+        await first.close()
+        await second.close()
+        await flush_prefix(url)
