@@ -61,7 +61,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .reload import load_ruleset
 
     settings = _load(args)
-    return run_chat(lambda: load_ruleset(settings))
+    return run_chat(lambda: load_ruleset(settings), timezone=settings.timezone)
 
 
 def cmd_send(args: argparse.Namespace) -> int:

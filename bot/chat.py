@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from .config import TIMEZONE
 from .engine import RuleSet, decide
-from .messages import Message, Reply, TextReply
+from .messages import Message, Reply, State, TextReply
 from .protocol.wire import message_from_fields
 
 HELP = """Type a message as a user would, or a command:
@@ -85,6 +85,8 @@ def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO | None = None,
     print(f"kefu chat: {len(ruleset.rules)} rules (version {ruleset.version}). /help for commands.",
           file=stdout)
     counter = 0
+    state: State | None = None  # the conversation state, kept between lines as the store would
+    state_until = 0.0
     while True:
         if interactive:
             print("you> ", end="", file=stdout, flush=True)
@@ -104,7 +106,10 @@ def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO | None = None,
             continue
         if message is None:
             continue
-        decision = decide(ruleset, message, datetime.fromtimestamp(clock(), timezone))
+        now = clock()
+        if state is not None and now >= state_until:
+            state = None
+        decision = decide(ruleset, message, datetime.fromtimestamp(now, timezone), state)
         rule = ruleset.rule(decision.rule) if decision.rule else None
         where = f" ({rule.where})" if rule else ""
         print(f"  rule:  {decision.label}{where}", file=stdout)
@@ -121,3 +126,12 @@ def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO | None = None,
             print("  → answers success, sends nothing", file=stdout)
         if decision.send_as and decision.replies:
             print(f"  → sent as agent {decision.send_as}", file=stdout)
+        if decision.state is not None:
+            state = decision.state.new
+            state_until = now + decision.state.ttl
+            if state is None:
+                print("  → state cleared", file=stdout)
+            else:
+                remembered = ", ".join(f"{k}={v!r}" for k, v in state.values.items())
+                print(f"  → state: {state.name} for {decision.state.ttl / 60:.0f} min"
+                      + (f" (remembered {remembered})" if remembered else ""), file=stdout)

@@ -112,6 +112,7 @@ class Settings:
     outbox: OutboxSettings = OutboxSettings()
     log: LogSettings = LogSettings()
     allow_empty_rules: bool = False  # true: no rule files is fine (every message gets the fallback)
+    timezone: ZoneInfo = TIMEZONE  # the clock of `time:` conditions and of templates' `now`
     source: str = "<defaults>"
 
     @property
@@ -146,6 +147,7 @@ _TOP: dict[str, tuple[str, Any]] = {
     "store": ("store", "memory://"),
     "vars": ("map", {}),
     "allow_empty_rules": ("bool", False),
+    "timezone": ("zone", "Asia/Shanghai"),
 }
 STORE_SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://")
 RESERVED_PATHS = ("", "/healthz", "/readyz", "/metrics")
@@ -226,6 +228,12 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
         if kind == "path":
             return (base / value).resolve() if value else base
         return value.rstrip("/") if kind == "url" else value
+    if kind == "zone":
+        try:
+            return ZoneInfo(str(value))
+        except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+            check.add(line, f"'{key}' must be a time zone name like Asia/Shanghai, not {value!r}")
+            return None
     if kind == "duration":
         seconds = parse_duration(value)
         if seconds is None:

@@ -256,6 +256,25 @@ OFFICIAL_ACCOUNT_KINDS = frozenset({"voice", "video", "music", "news", "msgmenu"
 
 
 @dataclass(frozen=True, slots=True)
+class State:
+    """Where a user's conversation is (`set_state: awaiting_order`) and what the bot remembered on the way."""
+
+    name: str
+    values: Mapping[str, str]
+
+    def as_context(self) -> dict[str, str]:
+        return {**self.values, "name": self.name}
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """What a decision does to the user's state: set a new one (for `ttl` seconds) or clear it."""
+
+    new: State | None  # None: clear
+    ttl: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What the engine decided for one message. The server and the outbox carry it out."""
 
@@ -268,6 +287,7 @@ class Decision:
     passive: bool = False  # official accounts: the (single) reply goes in the HTTP answer itself
     kf_account: str | None = None  # transfer to this agent (official accounts)
     send_as: str | None = None  # API sends appear from this agent (customservice.kf_account)
+    state: StateChange | None = None  # None: the user's state stays as it is
 
     @property
     def label(self) -> str:

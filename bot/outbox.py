@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from .config import OutboxSettings
+from .convlog import ConversationLog
 from .errors import StoreError
 from .messages import Reply
 from .store import LogEntry, OutboxItem, Store
@@ -62,8 +63,10 @@ class Stats:
 
 class Outbox:
     def __init__(self, store: Store, sender: Sender | None, settings: OutboxSettings | None = None,
-                 clock: Callable[[], float] = time.time, base_delay: float = 2.0):
+                 clock: Callable[[], float] = time.time, base_delay: float = 2.0,
+                 conversation: ConversationLog | None = None):
         self.store = store
+        self.conversation = conversation
         self.sender = sender
         self.settings = settings = settings or OutboxSettings()
         self.clock = clock
@@ -108,17 +111,10 @@ class Outbox:
     # ---- lanes ---------------------------------------------------------------------------------
 
     async def _lane(self, user: str) -> None:
-        lease = f"lane:{user}"
         try:
             while not self._closed:
                 self._again.discard(user)
-                if not await self.store.set_if_absent(lease, self.owner, self.settings.lease):
-                    return  # another instance sends to this user; the scan looks again later
-                try:
-                    await self._drain_lane(user, lease)
-                finally:
-                    with contextlib.suppress(StoreError):
-                        await self.store.delete_if(lease, self.owner)
+                await self._drain_lane(user)
                 if user not in self._again:
                     return
         except asyncio.CancelledError:
@@ -129,21 +125,28 @@ class Outbox:
         except Exception:
             log.exception("outbox: the lane of %s failed; the scan will retry", short_user(user))
 
-    async def _drain_lane(self, user: str, lease: str) -> None:
-        while not self._closed:
-            item = await self.store.outbox_next(user)
-            if item is None:
-                return
+    async def _drain_lane(self, user: str) -> None:
+        """Send the user's pending replies in order, one store round trip per step (see Store.lane_next)."""
+        lease = self.settings.lease
+        ok, item = await self.store.lane_next(user, self.owner, lease)
+        if not ok:
+            return  # another instance sends to this user; the scan looks again later
+        while item is not None:
             wait = item.next_try - self.clock()
-            if wait > 0:  # backing off: hold the lane (order!) and keep the lease alive
-                await asyncio.sleep(min(wait, self.settings.lease / 3))
+            if wait > 0 or self._closed:  # backing off: hold the lane (order!), keep the lease alive
+                if self._closed:
+                    return  # the lease expires by itself; the next start (or another instance) resumes
+                await asyncio.sleep(min(wait, lease / 3))
+                ok, item = await self.store.lane_next(user, self.owner, lease)
             else:
-                await self._deliver(item)
-            if not await self.store.touch_if(lease, self.owner, self.settings.lease):
-                log.warning("outbox: lost the lane of %s (lease expired); stopping", short_user(user))
+                done = await self._deliver(item)
+                ok, item = await self.store.lane_next(user, self.owner, lease, done)
+            if not ok:
+                log.warning("outbox: lost the lane of %s (its lease expired); stopping", short_user(user))
                 return
 
-    async def _deliver(self, item: OutboxItem) -> None:
+    async def _deliver(self, item: OutboxItem) -> OutboxItem:
+        """Send one reply; return it as it must be written back (sent, failed, or pending for later)."""
         assert self.sender is not None
         async with self._limit:
             started = time.perf_counter()
@@ -160,24 +163,25 @@ class Outbox:
             self.stats.sent += 1
             log.info("sent %s to %s (%.0f ms, %d attempt(s))", item.reply.kind, short_user(item.user), elapsed,
                      attempts)
-            await self.store.outbox_update(replace(item, status="sent", attempts=attempts, errcode=0, error=None))
             await self._log([LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))])
-        elif result.errcode in TRANSIENT and attempts < self.settings.max_attempts:
+            return replace(item, status="sent", attempts=attempts, errcode=0, error=None)
+        if result.errcode in TRANSIENT and attempts < self.settings.max_attempts:
             self.stats.retried += 1
             delay = min(MAX_BACKOFF, self.base_delay * 2 ** min(attempts, 16)) * (0.5 + random.random() / 2)
             log.warning("send %s to %s failed (%s); trying again in %.0f s", item.reply.kind,
                         short_user(item.user), result.reason, delay)
-            await self.store.outbox_update(replace(item, attempts=attempts, errcode=result.errcode,
-                                                   error=result.reason, next_try=self.clock() + delay))
-        else:
-            self.stats.failed += 1
-            log.warning("send %s to %s failed: %s", item.reply.kind, short_user(item.user), result.reason)
-            await self.store.outbox_update(replace(item, status="failed", attempts=attempts,
-                                                   errcode=result.errcode, error=result.reason))
-            await self._log([LogEntry(self.clock(), item.user, "failed", item.reply.kind, _text(item.reply),
-                                      errcode=result.errcode, detail=result.reason)])
+            return replace(item, attempts=attempts, errcode=result.errcode, error=result.reason,
+                           next_try=self.clock() + delay)
+        self.stats.failed += 1
+        log.warning("send %s to %s failed: %s", item.reply.kind, short_user(item.user), result.reason)
+        await self._log([LogEntry(self.clock(), item.user, "failed", item.reply.kind, _text(item.reply),
+                                  errcode=result.errcode, detail=result.reason)])
+        return replace(item, status="failed", attempts=attempts, errcode=result.errcode, error=result.reason)
 
     async def _log(self, entries: list[LogEntry]) -> None:
+        if self.conversation is not None:
+            self.conversation.add(*entries)
+            return
         try:
             await self.store.log_add(entries)
         except StoreError as exc:

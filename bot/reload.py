@@ -200,7 +200,7 @@ class RulesHolder:
 RETIRE_AFTER = 60.0  # seconds a replaced rule set stays usable for requests that still hold it
 
 # bot.yaml settings a running bot takes live; every other change is reported as "needs restart".
-LIVE_SETTINGS = ("rules", "templates", "vars", "allow_empty_rules")
+LIVE_SETTINGS = ("rules", "templates", "vars", "allow_empty_rules")  # timezone: restart (the server's clock)
 
 
 def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:

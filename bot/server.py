@@ -25,7 +25,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from .config import TIMEZONE, Settings
+from .config import Settings
+from .convlog import ConversationLog
 from .dedupe import Dedupe
 from .engine import RuleSet, decide
 from .errors import ProtocolError, PushTooLarge, StoreError
@@ -38,6 +39,7 @@ from .protocol.wire import passive_fields, transfer_fields
 from .reload import Reloader, RulesHolder, load_ruleset
 from .store import LogEntry, Store, open_store
 from .store.health import StoreHealth
+from .store.state import load_state, save_state
 from .textsplit import split_replies
 from .watch import watch
 from .wechat_api import RetryPolicy, WeChatAPI
@@ -86,6 +88,7 @@ class Runtime:
     reloader: Reloader | None = None
     watching: asyncio.Event = field(default_factory=asyncio.Event)  # set while the file watcher is armed
     health: StoreHealth = field(default_factory=StoreHealth)
+    conversation: ConversationLog | None = None
     outbox: Outbox | None = None
     api: WeChatAPI | None = None
     session: aiohttp.ClientSession | None = None
@@ -163,7 +166,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         sender = rt.api.send
     else:
         log.warning("no wechat.appid/secret: replies are logged and kept as '%s'", "not sent: no credentials")
-    rt.outbox = Outbox(rt.store, sender, rt.settings.outbox, rt.clock, base_delay=rt.retry.base_delay)
+    rt.conversation = ConversationLog(rt.store)
+    rt.conversation.start()
+    rt.outbox = Outbox(rt.store, sender, rt.settings.outbox, rt.clock, base_delay=rt.retry.base_delay,
+                       conversation=rt.conversation)
     await rt.outbox.start()
     housekeeping = asyncio.create_task(_housekeeping(rt), name="kefu-housekeeping")
     if rt.reloader is not None and rt.reloader.manage_gc:
@@ -176,6 +182,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     finally:
         housekeeping.cancel()
         await rt.outbox.close()
+        await rt.conversation.close()
         await rt.session.close()
         await rt.store.close()
 
@@ -322,8 +329,9 @@ def _safe_answer(rt: Runtime, push: Push) -> Answer:
 async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     message = push.message
     ruleset = rt.rules.current  # one snapshot for the whole push
-    now = datetime.fromtimestamp(rt.clock(), TIMEZONE)
-    decision = decide(ruleset, message, now)
+    now = datetime.fromtimestamp(rt.clock(), rt.settings.timezone)
+    state = await load_state(rt.store, message.from_user) if ruleset.uses_state else None
+    decision = decide(ruleset, message, now, state)
     if decision.error:
         log.error("rule %s failed to render its reply (%s); %s", decision.label, decision.error,
                   "handing over to agents" if decision.transfer else "nothing sent")
@@ -335,9 +343,11 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     else:
         await rt.outbox.submit(message.from_user, replies, message.dedupe_key, decision.send_as)
         answer = _transfer(rt, push, decision.kf_account) if decision.transfer else SUCCESS
+    if decision.state is not None:
+        await save_state(rt.store, message.from_user, decision.state)
     await rt.store.put_answer(message.dedupe_key, answer.to_bytes(), DEDUPE_TTL)
     rt.health.ok()
-    await _log_push(rt, message, decision, answer, replies)
+    _log_push(rt, message, decision, answer, replies)
     log.info("push user=%s type=%s%s rule=%s version=%s replies=%d answer=%s latency=%.1fms",
              short_user(message.from_user), _type_label(message), " (aes)" if push.encrypted else "",
              decision.label, decision.version,
@@ -345,8 +355,8 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     return answer
 
 
-async def _log_push(rt: Runtime, message: Message, decision: Decision, answer: Answer,
-                    replies: tuple[Reply, ...]) -> None:
+def _log_push(rt: Runtime, message: Message, decision: Decision, answer: Answer,
+              replies: tuple[Reply, ...]) -> None:
     """The conversation log: what the user sent, the rule, and a transfer or a passive answer (API sends
     are logged by the outbox when they are sent or fail)."""
     now = rt.clock()
@@ -359,10 +369,7 @@ async def _log_push(rt: Runtime, message: Message, decision: Decision, answer: A
     elif answer.kind.startswith("passive"):
         entries.append(LogEntry(now, message.from_user, "sent", replies[0].kind,
                                 getattr(replies[0], "content", ""), rule, 0, "passive"))
-    try:
-        await rt.store.log_add(entries)
-    except StoreError as exc:
-        log.debug("conversation log not written: %s", exc)
+    rt.conversation.add(*entries)
 
 
 def _type_label(message: Message) -> str:

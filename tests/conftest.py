@@ -38,8 +38,10 @@ class Bot:
                                       params=query if query is not None else signed_query(**query_kw))
 
     async def drain(self) -> None:
-        assert self.runtime.outbox is not None
+        """Wait until every reply is sent (or failed) and the conversation log is written."""
+        assert self.runtime.outbox is not None and self.runtime.conversation is not None
         await self.runtime.outbox.drain()
+        await self.runtime.conversation.flush()
 
 
 BotFactory = Callable[..., Awaitable[Bot]]
@@ -59,3 +61,38 @@ def make_bot(aiohttp_client, tmp_path, fake) -> BotFactory:
         return Bot(client, app[RUNTIME], settings.server.path)
 
     return factory
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+async def fleet_of(request, tmp_path, fake):
+    """fleet_of(rules, n) → n running instances sharing one store (Redis, then SQLite) and the fake API."""
+    from aiohttp.test_utils import TestServer
+
+    from bot.config import load_settings
+
+    from .helpers import write_bot
+    from .stores import flush_prefix, redis_url, require_redis
+
+    if request.param == "redis":
+        require_redis()
+        url = redis_url()
+    else:
+        url = f"sqlite:///{tmp_path}/kefu.db"
+    clients: list[TestClient] = []
+
+    async def make(rules: dict[str, str], n: int) -> list[Bot]:
+        config = write_bot(tmp_path, rules, api_base=fake.base, store=url)
+        bots = []
+        for _ in range(n):
+            app = create_app(load_settings(config), retry=FAST_RETRY)
+            client = TestClient(TestServer(app))
+            await client.start_server()
+            clients.append(client)
+            bots.append(Bot(client, app[RUNTIME]))
+        return bots
+
+    yield make
+    for client in clients:
+        await client.close()
+    if request.param == "redis":
+        await flush_prefix(url)

@@ -134,7 +134,7 @@ BROKEN: list[tuple[str, dict[str, str], dict[str, str], dict[str, Any], str]] = 
      "rules/a.yaml:3: rule 'r1': 'when' must be a mapping of conditions"),
     ("rule-does-nothing",
      {A: rule("    when:\n      equals: a\n")}, {}, {},
-     "rules/a.yaml:2: rule 'r1': does nothing; give it a 'reply' or 'transfer: true'"),
+     "rules/a.yaml:2: rule 'r1': does nothing; give it a 'reply', 'transfer: true' or a state change"),
     ("rule-transfer-false-does-nothing",
      {A: rule("    when:\n      equals: a\n    transfer: false\n")}, {}, {},
      "rules/a.yaml:2: rule 'r1': does nothing"),
@@ -293,7 +293,7 @@ def test_one_rule_can_have_several_problems():
         "rules/a.yaml:5: rule 'r1': 'keywords' must be text, not a number (put it in quotes)",
         "rules/a.yaml:5: rule 'r1': 'keywords' must be text, not a number (put it in quotes)",
         "rules/a.yaml:6: rule 'r1': unknown key 'replay' (did you mean 'reply'?)",
-        "rules/a.yaml:2: rule 'r1': does nothing; give it a 'reply' or 'transfer: true'",
+        "rules/a.yaml:2: rule 'r1': does nothing; give it a 'reply', 'transfer: true' or a state change",
     ])
 
 

@@ -85,3 +85,34 @@ async def test_kill_9_with_pending_replies_then_restart(backend, tmp_path, fake,
     assert proc.returncode == 0  # SIGTERM: a clean shutdown
     if backend == "redis":
         await flush_prefix(url)
+
+
+async def test_sigterm_with_a_send_in_flight_exits_cleanly_and_keeps_it(tmp_path, fake, unused_tcp_port):
+    import time
+
+    url = f"sqlite:///{tmp_path}/kefu.db"
+    config = write_bot(tmp_path, RULES, api_base=fake.base, store=url)
+    hold = asyncio.Event()
+    fake.fail("/cgi-bin/token", Failure(hold=hold))  # the send hangs on WeChat
+    proc = await start(config, unused_tcp_port)
+    try:
+        async with aiohttp.ClientSession() as session:
+            body = xml_push(text_fields("订单7", msg_id=7007))
+            async with session.post(f"http://127.0.0.1:{unused_tcp_port}/wechat",
+                                    params=signed_query(token=TOKEN), data=body) as resp:
+                assert await resp.text() == "success"
+        await fake.wait_for(lambda: len(fake.calls_to("/cgi-bin/token")) == 1)  # the send is in flight
+        started = time.monotonic()
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+        assert time.monotonic() - started < 10
+        assert proc.returncode == 0
+    finally:
+        hold.set()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    store = open_store(url)
+    await store.open()
+    assert (await store.outbox_counts())["pending"] == 2  # left for the next start
+    await store.close()

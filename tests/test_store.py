@@ -161,6 +161,33 @@ async def test_outbox_update_and_listing(backend):
     assert await store.outbox_oldest_pending() is None
 
 
+async def test_lane_next_is_one_atomic_step_of_a_users_lane(backend):
+    store, clock, kind = backend
+    assert await store.lane_next("u", "A", 15) == (True, None)  # nothing pending: no lease left behind
+    assert await store.set_if_absent("lane:u", "probe", 1) is True
+    await store.delete("lane:u")
+    first, second = await store.outbox_add("u", (TextReply("1"), TextReply("2")), "p", clock.now)
+    ok, item = await store.lane_next("u", "A", 15)
+    assert ok and item == first
+    assert await store.lane_next("u", "B", 15) == (False, None)  # A holds the lane
+    ok, item = await store.lane_next("u", "A", 15, done=first.finished("sent", 1, 0))
+    assert ok and item == second
+    assert (await store.outbox_counts())["sent"] == 1
+    ok, item = await store.lane_next("u", "A", 15, done=second.finished("failed", 1, 45047, "quota"))
+    assert (ok, item) == (True, None)  # done: the lease is released
+    assert await store.get("lane:u") is None
+    third = (await store.outbox_add("u", (TextReply("3"),), "p2", clock.now))[0]
+    assert await store.lane_next("u", "B", 15) == (True, third)  # free again: B takes it
+    # another owner's `done` is still written when the lease is not theirs
+    ok, item = await store.lane_next("u", "A", 15, done=third.finished("sent", 1, 0))
+    assert (ok, item) == (False, None)
+    assert (await store.outbox_counts())["sent"] == 2
+    if kind != "redis":
+        fourth = (await store.outbox_add("u", (TextReply("4"),), "p3", clock.now))[0]
+        clock.now += 16  # B died: its lease expires
+        assert await store.lane_next("u", "A", 15) == (True, fourth)
+
+
 def _fields(item):
     return {name: getattr(item, name) for name in item.__dataclass_fields__}
 

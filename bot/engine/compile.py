@@ -4,24 +4,26 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from ..config import parse_duration
 from ..errors import RulesError
 from ..messages import PASSIVE_KINDS
 from ..yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml, type_name
-from .conditions import AllOf, Condition, Equals, EventIs, EventKey, Keywords, MsgTypeIs, Prefix, Regex
+from .conditions import Condition, Not, StateIs
+from .render import Text
 from .replies import ReplyCompiler
-from .ruleset import Fallback, Rule, RuleSet
+from .ruleset import Fallback, Rule, RuleSet, StateSpec
+from .when import NORMALIZE, compile_when
 
 FILE_KEYS = ("rules", "fallback")
-ACTION_KEYS = ("reply", "transfer", "via", "kf_account", "send_as")
-RULE_KEYS = ("name", "when", "priority", *ACTION_KEYS)
+ACTION_KEYS = ("reply", "transfer", "via", "kf_account", "send_as", "set_state", "ttl", "remember", "clear_state")
+RULE_KEYS = ("name", "when", "priority", "normalize", *ACTION_KEYS)
 FALLBACK_KEYS = ACTION_KEYS
-WHEN_KEYS = ("keywords", "equals", "prefix", "regex", "event", "msgtype", "event_key")
+DEFAULT_STATE_TTL = 600  # seconds: a conversation state lasts 10 minutes unless the rule says otherwise
 VIA = ("passive", "api")
 
 
@@ -38,74 +40,8 @@ class SourceFile:
 class _Compiler(ReplyCompiler):
     # ---- rules -----------------------------------------------------------------------------------
 
-    def strings(self, check: Checker, value: Any, line: int, what: str) -> tuple[str, ...] | None:
-        items = value if isinstance(value, list) else [value]
-        out: list[str] = []
-        before = len(check.problems)
-        for i, item in enumerate(items):
-            item_line = value.line_of(i) if isinstance(value, YamlList) else line
-            if isinstance(item, bool) or not isinstance(item, str):
-                hint = " (put it in quotes)" if isinstance(item, int | float | bool) else ""
-                check.add(item_line, f"{what} must be text, not {type_name(item)}{hint}")
-            elif not item.strip():
-                check.add(item_line, f"{what} must not be empty")
-            else:
-                out.append(item)
-        if not out and len(check.problems) == before:
-            check.add(line, f"{what} needs at least one value")
-        return tuple(out) if out else None
-
-    def when(self, check: Checker, when: Any, line: int, where: str) -> Condition | None:
-        if not isinstance(when, YamlMap) or not when:
-            check.add(line, f"{where}: 'when' must be a mapping of conditions ({', '.join(WHEN_KEYS)})")
-            return None
-        before = len(check.problems)
-        check.unknown_keys(when, WHEN_KEYS, where)
-        conditions: list[Condition] = []
-        for key in WHEN_KEYS:
-            if key not in when:
-                continue
-            key_line = when.line_of(key)
-            if key == "event_key" and isinstance(when[key], YamlMap):
-                conditions.append(self.event_key_pattern(check, when[key], key_line, where))
-                continue
-            values = self.strings(check, when[key], key_line, f"{where}: '{key}'")
-            if values is None:
-                continue
-            if key == "keywords":
-                conditions.append(Keywords(values))
-            elif key == "equals":
-                conditions.append(Equals(frozenset(v.strip() for v in values)))
-            elif key == "prefix":
-                conditions.append(Prefix(tuple(v.strip() for v in values)))
-            elif key == "event":
-                conditions.append(EventIs(frozenset(v.strip().lower() for v in values)))
-            elif key == "msgtype":
-                conditions.append(MsgTypeIs(frozenset(v.strip().lower() for v in values)))
-            elif key == "event_key":
-                conditions.append(EventKey(frozenset(v.strip() for v in values)))
-            elif key == "regex":
-                conditions.append(Regex(self.patterns(check, values, when[key], key_line, where)))
-        if len(check.problems) > before:
-            return None
-        return conditions[0] if len(conditions) == 1 else AllOf(tuple(conditions))
-
-    @staticmethod
-    def patterns(check: Checker, values: tuple[str, ...], node: Any, line: int,
-                 where: str) -> tuple[re.Pattern[str], ...]:
-        out = []
-        for i, source in enumerate(values):
-            try:
-                out.append(re.compile(source))
-            except re.error as exc:
-                check.add(node.line_of(i) if isinstance(node, YamlList) else line,
-                          f"{where}: bad regex {source!r}: {exc.msg} at position {exc.pos}")
-        return tuple(out)
-
-    def event_key_pattern(self, check: Checker, spec: YamlMap, line: int, where: str) -> Condition:
-        check.unknown_keys(spec, ("regex",), f"{where}: event_key")
-        values = self.strings(check, spec.get("regex"), spec.line_of("regex"), f"{where}: event_key regex")
-        return EventKey(frozenset(), self.patterns(check, values or (), spec.get("regex"), line, where))
+    def when(self, check: Checker, when: Any, line: int, where: str, mode: bool | str = True) -> Condition | None:
+        return compile_when(check, when, line, where, mode)
 
     def rule(self, check: Checker, item: Any, line: int, file: str) -> Rule | None:
         if not isinstance(item, YamlMap):
@@ -117,11 +53,17 @@ class _Compiler(ReplyCompiler):
             return None
         where = f"rule '{name}'"
         check.unknown_keys(item, RULE_KEYS, where)
+        mode = item.get("normalize", True)
+        if mode not in NORMALIZE or isinstance(mode, int) and not isinstance(mode, bool):
+            check.add(item.line_of("normalize"), f"{where}: 'normalize' is true (keywords, equals and prefix "
+                                                 "ignore width, case and surrounding punctuation), false, or all "
+                                                 "(regexes too)")
+            mode = True
         if "when" not in item:
             check.add(line, f"{where}: needs 'when' (use 'fallback:' for the default answer)")
             when = None
         else:
-            when = self.when(check, item["when"], item.line_of("when"), where)
+            when = self.when(check, item["when"], item.line_of("when"), where, mode)
         action = self.action(check, item, line, where, default_transfer=False)
         priority = item.get("priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
@@ -131,13 +73,28 @@ class _Compiler(ReplyCompiler):
             return None
         return Rule(name=name, file=file, line=line, priority=priority, when=when, **action)
 
-    def fallback(self, check: Checker, item: Any, line: int, file: str) -> Fallback | None:
-        if not isinstance(item, YamlMap):
-            check.add(line, "'fallback' must be a mapping with 'reply' and/or 'transfer'")
+    def fallbacks(self, check: Checker, value: Any, line: int, file: str) -> tuple[Fallback, ...] | None:
+        """`fallback:` is one mapping, or a list of them tried in order, each with an optional `when:`
+        (e.g. outside business hours: a reply instead of a transfer)."""
+        items = value if isinstance(value, YamlList) else [value]
+        out = []
+        for i, item in enumerate(items):
+            item_line = items.line_of(i) if isinstance(items, YamlList) else line
+            where = f"fallback[{i + 1}]" if isinstance(value, YamlList) else "fallback"
+            if not isinstance(item, YamlMap):
+                check.add(item_line, f"'{where}' must be a mapping with 'reply' and/or 'transfer' (and maybe "
+                                     "'when')")
+                return None
+            check.unknown_keys(item, (*FALLBACK_KEYS, "when"), where)
+            when = self.when(check, item["when"], item.line_of("when"), where) if "when" in item else None
+            action = self.action(check, item, item_line, where, default_transfer="reply" not in item)
+            if action is None or ("when" in item and when is None):
+                return None
+            out.append(Fallback(file=file, line=item_line, when=when, **action))
+        if isinstance(value, YamlList) and not out:
+            check.add(line, "'fallback' is an empty list")
             return None
-        check.unknown_keys(item, FALLBACK_KEYS, "fallback")
-        action = self.action(check, item, line, "fallback", default_transfer="reply" not in item)
-        return Fallback(file=file, line=line, **action) if action is not None else None
+        return tuple(out)
 
     def action(self, check: Checker, item: YamlMap, line: int, where: str,
                default_transfer: bool) -> dict[str, Any] | None:
@@ -146,8 +103,9 @@ class _Compiler(ReplyCompiler):
         replies, kinds = self.replies(check, item["reply"], item.value_line_of("reply"), where) \
             if "reply" in item else ((), ())
         transfer = self.flag(check, item, "transfer", default_transfer, where)
-        if "reply" not in item and not transfer:
-            check.add(line, f"{where}: does nothing; give it a 'reply' or 'transfer: true'")
+        state = self.state_change(check, item, where)
+        if "reply" not in item and not transfer and state is None:
+            check.add(line, f"{where}: does nothing; give it a 'reply', 'transfer: true' or a state change")
         names = {}
         for key in ("via", "kf_account", "send_as"):
             value = item.get(key)
@@ -187,7 +145,38 @@ class _Compiler(ReplyCompiler):
         passive = official and not transfer and len(replies) == 1 and via != "api" and not names["send_as"] \
             and (kinds[0] in PASSIVE_KINDS or kinds[0] == "template")
         return {"replies": replies, "transfer": transfer, "passive": passive,
-                "kf_account": names["kf_account"], "send_as": names["send_as"]}
+                "kf_account": names["kf_account"], "send_as": names["send_as"], "state": state}
+
+    def state_change(self, check: Checker, item: YamlMap, where: str) -> StateSpec | None:
+        """set_state (with ttl and remember) or clear_state."""
+        clear = self.flag(check, item, "clear_state", False, where)
+        name = item.get("set_state")
+        if name is None:
+            for key in ("ttl", "remember"):
+                if key in item:
+                    check.add(item.line_of(key), f"{where}: '{key}' goes with 'set_state'")
+            return StateSpec(None, 0, ()) if clear else None
+        if clear:
+            check.add(item.line_of("clear_state"), f"{where}: 'set_state' and 'clear_state' cannot go together")
+            return None
+        if not isinstance(name, str) or not name.strip() or name.strip() == "none":
+            check.add(item.line_of("set_state"), f"{where}: 'set_state' is a name (not 'none'), e.g. awaiting_order")
+            return None
+        ttl = parse_duration(item.get("ttl", DEFAULT_STATE_TTL))
+        if not ttl:
+            check.add(item.line_of("ttl"), f"{where}: 'ttl' must be a duration like 10m, 1h or 90s")
+            return None
+        remember: list[tuple[str, Text]] = []
+        values = item.get("remember", YamlMap())
+        if not isinstance(values, YamlMap):
+            check.add(item.line_of("remember"), f"{where}: 'remember' maps names to values, e.g. "
+                                                "order_no: '{{ match.no }}'")
+            return None
+        for key, value in values.items():
+            text = self.text(check, value, values.value_line_of(key), f"{where}: remember {key}")
+            if text is not None:
+                remember.append((str(key), text))
+        return StateSpec(name.strip(), ttl, tuple(remember))
 
     @staticmethod
     def flag(check: Checker, item: YamlMap, key: str, default: bool, where: str) -> bool:
@@ -214,7 +203,7 @@ def compile_ruleset(
     problems = compiler.problems
     ordered: list[tuple[int, int, int, Rule]] = []
     seen: dict[str, str] = {}
-    fallback: Fallback | None = None
+    fallbacks: tuple[Fallback, ...] | None = None
     previous_trees = previous.parsed if previous is not None else {}
     trees: dict[tuple[str, str], Any] = {}
     for file_index, source in enumerate(rule_files):
@@ -253,17 +242,19 @@ def compile_ruleset(
             ordered.append((-rule.priority, file_index, position, rule))
         if "fallback" in data:
             line = data.line_of("fallback")
-            if fallback is not None:
-                check.add(line, f"a second 'fallback' (the first is at {fallback.file}:{fallback.line})")
+            if fallbacks is not None:
+                check.add(line, f"a second 'fallback' (the first is at {fallbacks[0].file}:{fallbacks[0].line})")
             else:
-                fallback = compiler.fallback(check, data["fallback"], line, source.name)
+                fallbacks = compiler.fallbacks(check, data["fallback"], line, source.name)
         problems.extend(check.problems)
     if problems:
         raise RulesError(problems)
     ordered.sort(key=lambda entry: entry[:3])
     return RuleSet(
         rules=tuple(entry[3] for entry in ordered),
-        fallback=fallback or Fallback(),
+        fallbacks=fallbacks or (Fallback(),),
+        uses_state=any(r.state is not None or _reads_state(r.when) for r in (o[3] for o in ordered))
+        or any(f.state is not None or (f.when is not None and _reads_state(f.when)) for f in fallbacks or ()),
         vars=MappingProxyType(dict(vars or {})),
         version=_version(rule_files, template_files, vars),
         files=tuple(f.name for f in rule_files),
@@ -272,6 +263,14 @@ def compile_ruleset(
         parsed=MappingProxyType(trees),
         jinja=tuple(compiler.jinja.templates),
     )
+
+
+def _reads_state(condition: Any) -> bool:
+    """Whether a condition (or one inside it) looks at the conversation state."""
+    if isinstance(condition, StateIs):
+        return True
+    inner = getattr(condition, "conditions", None) or ((condition.condition,) if isinstance(condition, Not) else ())
+    return any(_reads_state(c) for c in inner)
 
 
 def _version(rule_files: Sequence[SourceFile], template_files: Sequence[SourceFile],

@@ -1,18 +1,59 @@
-"""The `when:` conditions. Each `test(message)` returns the captures (a dict) when it holds, else None."""
+"""The `when:` conditions. Each `test(subject)` returns the captures (a dict) when it holds, else None.
+
+A Subject is computed once per message: the text as sent, the text normalised (NFKC, case-folded, surrounding
+whitespace and punctuation trimmed), and the local time — so that no condition normalises or reads the clock.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
+from datetime import date, datetime, time
 from typing import Any
 
-from ..messages import Message
+from ..messages import Message, State
 
 Captures = dict[str, Any]
 
 
+def normalize(text: str) -> str:
+    """What operators mean by "the same text": full-width and half-width alike (ＡＢＣ１２３ = abc123), case
+    folded, surrounding spaces and punctuation (？！。… and ASCII alike) dropped."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    start, end = 0, len(text)
+    while start < end and _trimmable(text[start]):
+        start += 1
+    while end > start and _trimmable(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _trimmable(char: str) -> bool:
+    """Spaces, punctuation and symbols (～, emoji, ★…) — but not currency signs (¥100 stays ¥100)."""
+    category = unicodedata.category(char)
+    return char.isspace() or category[0] in "PZ" or category in ("Sm", "Sk", "So")
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    message: Message
+    text: str | None  # the message's text as sent (None for messages without text)
+    normalized: str | None
+    now: datetime  # local time, in bot.yaml's timezone
+    state: State | None = None  # the user's conversation state
+
+    @classmethod
+    def of(cls, message: Message, now: datetime, state: State | None = None) -> Subject:
+        text = message.text
+        return cls(message, text, normalize(text) if text is not None else None, now, state)
+
+    def text_for(self, normalized: bool) -> str | None:
+        return self.normalized if normalized else self.text
+
+
 class Condition:
-    def test(self, message: Message) -> Captures | None:  # pragma: no cover - abstract
+    def test(self, subject: Subject) -> Captures | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -21,9 +62,10 @@ class Keywords(Condition):
     """The text contains any of the words; captures the first word found as `keyword`."""
 
     words: tuple[str, ...]
+    normalized: bool = True
 
-    def test(self, message: Message) -> Captures | None:
-        text = message.text
+    def test(self, subject: Subject) -> Captures | None:
+        text = subject.text_for(self.normalized)
         if text is None:
             return None
         for word in self.words:
@@ -34,12 +76,13 @@ class Keywords(Condition):
 
 @dataclass(frozen=True, slots=True)
 class Equals(Condition):
-    """The whole text (surrounding whitespace aside) is one of the values."""
+    """The whole text is one of the values."""
 
     values: frozenset[str]
+    normalized: bool = True
 
-    def test(self, message: Message) -> Captures | None:
-        text = message.text
+    def test(self, subject: Subject) -> Captures | None:
+        text = subject.text_for(self.normalized)
         if text is None:
             return None
         text = text.strip()
@@ -51,34 +94,71 @@ class Prefix(Condition):
     """The text starts with one of the prefixes; captures `prefix` and the `rest` after it."""
 
     prefixes: tuple[str, ...]
+    normalized: bool = True
 
-    def test(self, message: Message) -> Captures | None:
-        text = message.text
+    def test(self, subject: Subject) -> Captures | None:
+        text = subject.text_for(self.normalized)
         if text is None:
             return None
         text = text.lstrip()
         for prefix in self.prefixes:
             if text.startswith(prefix):
-                return {"prefix": prefix, "rest": text[len(prefix):].strip()}
+                rest = _rest_after(subject.text or "", prefix) if self.normalized else text[len(prefix):]
+                return {"prefix": prefix, "rest": rest.strip()}
         return None
+
+
+def _rest_after(original: str, prefix: str) -> str:
+    """What follows `prefix` (normalised) in the original text, in the user's own characters."""
+    start = 0
+    while start < len(original) and _trimmable(original[start]):
+        start += 1
+    for end in range(start + 1, len(original) + 1):
+        if unicodedata.normalize("NFKC", original[start:end]).casefold().startswith(prefix):
+            return original[end:]
+    return ""
+
+
+def _search(patterns: tuple[re.Pattern[str], ...], value: str | None, name: str) -> Captures | None:
+    if value is None:
+        return None
+    for pattern in patterns:
+        found = pattern.search(value)
+        if found:
+            groups = {k: v for k, v in found.groupdict().items() if v is not None}
+            return {name: found.group(0), **groups}
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class Regex(Condition):
-    """One of the patterns is found in the text; named groups become captures."""
+    """One of the patterns is found in the text (as sent, unless the rule says `normalize: all`); named
+    groups become captures."""
 
     patterns: tuple[re.Pattern[str], ...]
+    normalized: bool = False
 
-    def test(self, message: Message) -> Captures | None:
-        text = message.text
-        if text is None:
+    def test(self, subject: Subject) -> Captures | None:
+        return _search(self.patterns, subject.text_for(self.normalized), "text")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldIs(Condition):
+    """A field of the message (session_from, page_path, from_user) equals one of the values or matches one
+    of the patterns; `name` is the capture."""
+
+    attribute: str
+    name: str
+    values: frozenset[str] = frozenset()
+    patterns: tuple[re.Pattern[str], ...] = ()
+
+    def test(self, subject: Subject) -> Captures | None:
+        value = getattr(subject.message, self.attribute, None)
+        if not isinstance(value, str):
             return None
-        for pattern in self.patterns:
-            found = pattern.search(text)
-            if found:
-                groups = {k: v for k, v in found.groupdict().items() if v is not None}
-                return {"text": found.group(0), **groups}
-        return None
+        if value in self.values:
+            return {self.name: value}
+        return _search(self.patterns, value, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,34 +167,9 @@ class EventIs(Condition):
 
     names: frozenset[str]
 
-    def test(self, message: Message) -> Captures | None:
+    def test(self, subject: Subject) -> Captures | None:
+        message = subject.message
         return {} if message.is_event and message.event in self.names else None  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True, slots=True)
-class MsgTypeIs(Condition):
-    """A message of one of the types (text, image, miniprogrampage, event, voice, …)."""
-
-    types: frozenset[str]
-
-    def test(self, message: Message) -> Captures | None:
-        return {} if message.msg_type in self.types else None
-
-
-@dataclass(frozen=True, slots=True)
-class AllOf(Condition):
-    """Every condition holds; their captures are merged."""
-
-    conditions: tuple[Condition, ...]
-
-    def test(self, message: Message) -> Captures | None:
-        captures: Captures = {}
-        for condition in self.conditions:
-            found = condition.test(message)
-            if found is None:
-                return None
-            captures.update(found)
-        return captures
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,17 +182,104 @@ class EventKey(Condition):
     values: frozenset[str]
     patterns: tuple[re.Pattern[str], ...] = ()
 
-    def test(self, message: Message) -> Captures | None:
+    def test(self, subject: Subject) -> Captures | None:
+        message = subject.message
         if not message.is_event:
             return None
         candidates = [c for c in (message.event_key, getattr(message, "scene", None)) if c]  # type: ignore[attr-defined]
         for candidate in candidates:
             if candidate in self.values:
                 return {"event_key": candidate}
-        for pattern in self.patterns:
-            for candidate in candidates:
-                found = pattern.search(candidate)
-                if found:
-                    groups = {k: v for k, v in found.groupdict().items() if v is not None}
-                    return {"event_key": candidate, **groups}
+        for candidate in candidates:
+            found = _search(self.patterns, candidate, "event_key")
+            if found is not None:
+                return {**found, "event_key": candidate}
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class MsgTypeIs(Condition):
+    """A message of one of the types (text, image, miniprogrampage, event, voice, …)."""
+
+    types: frozenset[str]
+
+    def test(self, subject: Subject) -> Captures | None:
+        return {} if subject.message.msg_type in self.types else None
+
+
+@dataclass(frozen=True, slots=True)
+class StateIs(Condition):
+    """The user's conversation is in one of the states (`state: awaiting_order`); `none` means no state."""
+
+    names: frozenset[str]
+
+    def test(self, subject: Subject) -> Captures | None:
+        name = subject.state.name if subject.state is not None else "none"
+        return {} if name in self.names else None
+
+
+@dataclass(frozen=True, slots=True)
+class TimeIs(Condition):
+    """The local time is inside the window: on one of the weekdays (0 = Monday), inside one of the hour
+    ranges (a range may cross midnight: 22:00-06:00), on one of the dates or date ranges. Parts left out
+    always hold."""
+
+    weekdays: frozenset[int] | None = None
+    hours: tuple[tuple[time, time], ...] | None = None
+    dates: tuple[tuple[date, date], ...] | None = None
+
+    def test(self, subject: Subject) -> Captures | None:
+        now = subject.now
+        if self.weekdays is not None and now.weekday() not in self.weekdays:
+            return None
+        if self.hours is not None and not any(_in_hours(now.time(), a, b) for a, b in self.hours):
+            return None
+        if self.dates is not None and not any(a <= now.date() <= b for a, b in self.dates):
+            return None
+        return {}
+
+
+def _in_hours(t: time, start: time, end: time) -> bool:
+    if start <= end:
+        return start <= t < end
+    return t >= start or t < end  # across midnight
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf(Condition):
+    """Every condition holds; their captures are merged."""
+
+    conditions: tuple[Condition, ...]
+
+    def test(self, subject: Subject) -> Captures | None:
+        captures: Captures = {}
+        for condition in self.conditions:
+            found = condition.test(subject)
+            if found is None:
+                return None
+            captures.update(found)
+        return captures
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf(Condition):
+    """The first of the conditions that holds (`any:`)."""
+
+    conditions: tuple[Condition, ...]
+
+    def test(self, subject: Subject) -> Captures | None:
+        for condition in self.conditions:
+            found = condition.test(subject)
+            if found is not None:
+                return found
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Not(Condition):
+    """The condition does not hold (`not:`)."""
+
+    condition: Condition
+
+    def test(self, subject: Subject) -> Captures | None:
+        return {} if self.condition.test(subject) is None else None

@@ -9,40 +9,55 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from ..messages import Decision, Message, Reply
+from ..messages import Decision, Message, Reply, State, StateChange
+from .conditions import Subject
 from .render import ReplyTemplate
-from .ruleset import Fallback, Rule, RuleSet
+from .ruleset import Fallback, Rule, RuleSet, StateSpec
 
 log = logging.getLogger(__name__)
 
 
-def find_rule(ruleset: RuleSet, message: Message) -> tuple[Rule | None, dict[str, Any]]:
-    """The first rule that matches, with its captures; (None, {}) when none does."""
+def find_rule(ruleset: RuleSet, message: Message, now: datetime,
+              state: State | None = None) -> tuple[Rule | None, dict[str, Any], Subject]:
+    """The first rule that matches, with its captures; (None, {}, …) when none does."""
+    subject = Subject.of(message, now, state)
     for rule in ruleset.rules:
-        captures = rule.when.test(message)
+        captures = rule.when.test(subject)
         if captures is not None:
-            return rule, captures
-    return None, {}
+            return rule, captures, subject
+    return None, {}, subject
 
 
-def decide(ruleset: RuleSet, message: Message, now: datetime) -> Decision:
-    """Decide what to do with one message. Pure: the clock comes in as `now`.
+def _fallback(ruleset: RuleSet, subject: Subject) -> Fallback:
+    for fallback in ruleset.fallbacks:
+        if fallback.when is None or fallback.when.test(subject) is not None:
+            return fallback
+    return DEFAULT_FALLBACK
+
+
+DEFAULT_FALLBACK = Fallback()
+
+
+def decide(ruleset: RuleSet, message: Message, now: datetime, state: State | None = None) -> Decision:
+    """Decide what to do with one message in the user's conversation `state`. Pure: the clock comes in as
+    `now`, the state as `state`; a state change comes back in the Decision for the caller to store.
 
     Events are never transferred. A reply that fails to render is never sent half-made: the user is handed to
     human agents instead (for an event, nothing is sent) and the error is in the Decision."""
-    rule, captures = find_rule(ruleset, message)
+    rule, captures, subject = find_rule(ruleset, message, now, state)
     if rule is None and message.is_event:
         # The fallback answers what users write. An event no rule names (LOCATION every few seconds,
         # VIEW, unsubscribe, TEMPLATESENDJOBFINISH, …) is acknowledged and nothing is sent.
         return Decision(rule=None, version=ruleset.version)
-    action: Rule | Fallback = rule if rule is not None else ruleset.fallback
+    action: Rule | Fallback = rule if rule is not None else _fallback(ruleset, subject)
     name = rule.name if rule is not None else None
     rule_info: Mapping[str, Any] = {"name": name, "file": action.file, "line": action.line,
                                     "priority": rule.priority if rule is not None else None}
     context = {"message": message, "match": captures, "vars": ruleset.vars, "now": now,
-               "rule": rule_info}
+               "rule": rule_info, "state": state.as_context() if state is not None else {"name": "none"}}
     try:
         replies = render_all(action.replies, context)
+        change = _state_change(action.state, context)
     except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError,
             RecursionError) as exc:
         return Decision(rule=name, replies=(), transfer=not message.is_event, match=captures,
@@ -50,7 +65,16 @@ def decide(ruleset: RuleSet, message: Message, now: datetime) -> Decision:
     transfer = action.transfer and not message.is_event
     return Decision(rule=name, replies=replies, transfer=transfer, match=captures, version=ruleset.version,
                     passive=action.passive, kf_account=action.kf_account if transfer else None,
-                    send_as=action.send_as)
+                    send_as=action.send_as, state=change)
+
+
+def _state_change(spec: StateSpec | None, context: Mapping[str, Any]) -> StateChange | None:
+    if spec is None:
+        return None
+    if spec.name is None:
+        return StateChange(None)
+    values = {name: text.render(context).strip() for name, text in spec.remember}
+    return StateChange(State(spec.name, values), spec.ttl)
 
 
 def render_all(templates: tuple[ReplyTemplate, ...], context: Mapping[str, Any]) -> tuple[Reply, ...]:

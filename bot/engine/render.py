@@ -12,7 +12,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from ..messages import MenuReply, Reply, TextReply
 
 # The names every template sees.
-CONTEXT_NAMES = ("message", "match", "vars", "now", "rule")
+CONTEXT_NAMES = ("message", "match", "vars", "now", "rule", "state")
 
 
 def make_environment(loader: BaseLoader) -> SandboxedEnvironment:

@@ -7,8 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .conditions import Condition
-from .render import ReplyTemplate
+from .render import ReplyTemplate, Text
 from .templates import release
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpec:
+    """A rule's state change: `set_state` (name, ttl, values to remember), or clear (name None)."""
+
+    name: str | None
+    ttl: float
+    remember: tuple[tuple[str, Text], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +32,7 @@ class Rule:
     passive: bool = False  # official accounts: the one reply goes in the HTTP answer
     kf_account: str | None = None  # transfer to this agent
     send_as: str | None = None  # API sends appear from this agent
+    state: StateSpec | None = None
 
     @property
     def where(self) -> str:
@@ -35,9 +45,11 @@ class Fallback:
 
     replies: tuple[ReplyTemplate, ...] = ()
     transfer: bool = True
+    when: Condition | None = None  # this fallback applies only when it holds
     passive: bool = False
     kf_account: str | None = None
     send_as: str | None = None
+    state: StateSpec | None = None
     file: str | None = None
     line: int | None = None
 
@@ -45,7 +57,7 @@ class Fallback:
 @dataclass(frozen=True, slots=True)
 class RuleSet:
     rules: tuple[Rule, ...]  # in matching order: priority (high first), then file, then position
-    fallback: Fallback
+    fallbacks: tuple[Fallback, ...]  # tried in order when no rule matches; none holding: transfer
     vars: Mapping[str, Any]
     version: str  # a short hash of every source that went into it
     files: tuple[str, ...]
@@ -55,11 +67,18 @@ class RuleSet:
     # the parse tree of every rule file, by (name, text), for the next reload to reuse
     parsed: Mapping[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
     jinja: tuple[Any, ...] = field(default=(), repr=False, compare=False)  # its compiled Jinja templates
+    uses_state: bool = False  # some rule reads or changes the conversation state (so the server loads it)
 
     def retire(self) -> None:
         """Free this rule set's templates by reference counting (see engine.templates.release). Only for a
         rule set no request can still be using: it cannot render afterwards."""
         release(self.jinja)
+
+    @property
+    def fallback(self) -> Fallback:
+        """The fallback that applies whatever the conditions: the last one if it has no `when`."""
+        last = self.fallbacks[-1]
+        return last if last.when is None else Fallback()
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

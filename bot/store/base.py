@@ -108,6 +108,16 @@ class Store(Protocol):
         """The user's oldest pending item (lowest id), or None."""
         ...
 
+    async def lane_next(self, user: str, owner: str, lease: float,
+                        done: OutboxItem | None = None) -> tuple[bool, OutboxItem | None]:
+        """One step of a user's lane, atomically: write back `done` (as outbox_update) if given; make sure
+        `owner` holds the lane lease of `user` (key `lane:<user>` in the key-value space: take it when free
+        or expired, refresh it to `lease` seconds when it is already `owner`'s); then return (True, the
+        user's oldest pending item) — and when there is none, release the lease, so that a reply added
+        after this step starts a new lane. (False, None) when another owner holds the lease (`done` is
+        still written)."""
+        ...
+
     async def outbox_users(self, limit: int = 1000) -> list[str]:
         """Users with pending items, oldest first."""
         ...

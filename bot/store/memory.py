@@ -136,6 +136,21 @@ class MemoryStore:
         ids = self._pending.get(user)
         return self._items[ids[0]] if ids else None
 
+    async def lane_next(self, user: str, owner: str, lease: float,
+                        done: OutboxItem | None = None) -> tuple[bool, OutboxItem | None]:
+        if done is not None:
+            await self.outbox_update(done)
+        key = f"lane:{user}"
+        holder = self._live(key)
+        if holder is not None and holder != owner:
+            return False, None
+        item = await self.outbox_next(user)
+        if item is None:
+            self._kv.pop(key, None)
+        else:
+            self._kv[key] = (owner, self._clock() + lease)
+        return True, item
+
     async def outbox_users(self, limit: int = 1000) -> list[str]:
         return sorted(self._pending, key=lambda user: self._pending[user][0])[:limit]
 

@@ -7,25 +7,29 @@ Every key starts with the prefix, so several bots can share one Redis:
   pending id), `outbox:ids` (every id, scored by itself) and `outbox:counts` (items per status);
 - `log` (the conversation log, scored by ts) and `log:seq` (keeps equal entries apart).
 
-Changes to several outbox keys run as Lua scripts, so every instance sees them whole (the scripts build item
-keys from a prefix they are given: fine on a single Redis, not on Cluster).
+Changes to several keys run as Lua scripts (one round trip each), so every instance sees them whole (the
+scripts build item keys from a prefix they are given: fine on a single Redis, not on Cluster). Scripts that
+read items return each as one JSON array, decoded with a single json.loads. Commands that concurrent tasks
+issue in the same tick of the event loop go to Redis as one pipeline (see _cmd).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import asdict
+from dataclasses import fields
+from hashlib import sha1
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ..config import redact_url
 from ..errors import StoreError
@@ -34,8 +38,10 @@ from .base import STATUSES, LogEntry, OutboxItem, Status
 from .memory import KEEP_LOG
 
 TIMEOUT = 2.0  # seconds to connect and to wait for an answer: an unreachable Redis fails fast
+POOL_SIZE = 64  # connections per process
 HEALTH_CHECK = 30  # seconds a pooled connection may sit idle before it is pinged on its next use
 SCAN = 500  # ids or log entries read per round trip when scanning
+BATCH = 128  # at most this many commands per automatic pipeline
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -61,33 +67,68 @@ redis.call('ZADD', KEYS[3], 'NX', first, ARGV[2])
 redis.call('HINCRBY', KEYS[5], 'pending', n)
 return first"""
 
-# KEYS: the item, the user's pending list, users, counts. ARGV: id, user, status, attempts, errcode, error,
-# next_try. A missing item is left alone; an item back in `pending` (a retry) rejoins the list in id order.
-_OUTBOX_UPDATE = """
-local old = redis.call('HGET', KEYS[1], 'status')
-if not old then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'attempts', ARGV[4], 'errcode', ARGV[5], 'error', ARGV[6],
-           'next_try', ARGV[7])
-if old == ARGV[3] then return 1 end
-redis.call('HINCRBY', KEYS[4], old, -1)
-redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
-if old == 'pending' then
-  redis.call('LREM', KEYS[2], 0, ARGV[1])
-elseif ARGV[3] == 'pending' then
-  local later = nil
-  for _, other in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-    if tonumber(other) > tonumber(ARGV[1]) then later = other; break end end
-  if later then redis.call('LINSERT', KEYS[2], 'BEFORE', later, ARGV[1]) else redis.call('RPUSH', KEYS[2], ARGV[1]) end
+# Lua functions shared by several scripts (prepended to them; keys come from the scripts' KEYS).
+# update(): write back an item. A missing item is left alone; an item back in `pending` (a retry) rejoins
+# the user's list in id order.
+_UPDATE_FN = """
+local function update(item, pending, users, counts, id, user, status, attempts, errcode, err, next_try)
+  local old = redis.call('HGET', item, 'status')
+  if not old then return 0 end
+  redis.call('HSET', item, 'status', status, 'attempts', attempts, 'errcode', errcode, 'error', err,
+             'next_try', next_try)
+  if old == status then return 1 end
+  redis.call('HINCRBY', counts, old, -1); redis.call('HINCRBY', counts, status, 1)
+  if old == 'pending' then
+    redis.call('LREM', pending, 0, id)
+  elseif status == 'pending' then
+    local later = nil
+    for _, other in ipairs(redis.call('LRANGE', pending, 0, -1)) do
+      if tonumber(other) > tonumber(id) then later = other; break end end
+    if later then redis.call('LINSERT', pending, 'BEFORE', later, id) else redis.call('RPUSH', pending, id) end
+  end
+  local head = redis.call('LINDEX', pending, 0)
+  if head then redis.call('ZADD', users, head, user) else redis.call('ZREM', users, user) end
+  return 1
 end
-local head = redis.call('LINDEX', KEYS[2], 0)
-if head then redis.call('ZADD', KEYS[3], head, ARGV[2]) else redis.call('ZREM', KEYS[3], ARGV[2]) end
-return 1"""
+"""
+# item(): an item as the JSON array [id, status, user, push, created_at, send_as, reply, attempts, errcode,
+# error, next_try] (the hash holds them JSON-encoded but for status), or false if it is missing.
+_ITEM_FN = """
+local function item(prefix, id)
+  local v = redis.call('HMGET', prefix .. id, 'status', 'user', 'push', 'created_at', 'send_as', 'reply',
+                       'attempts', 'errcode', 'error', 'next_try')
+  if not v[1] then return false end
+  for i = 2, #v do if not v[i] then v[i] = '' end end  -- a damaged hash: Python reports it as malformed
+  return '[' .. id .. ',"' .. v[1] .. '",' .. table.concat(v, ',', 2) .. ']'
+end
+"""
 
-# KEYS: the user's pending list. ARGV: item key prefix. Returns {id, the item's hash} or nil.
-_OUTBOX_NEXT = """
+# KEYS: the item, the user's pending list, users, counts. ARGV: id, user, status, attempts, errcode, error, next_try.
+_OUTBOX_UPDATE = _UPDATE_FN + "return update(KEYS[1], KEYS[2], KEYS[3], KEYS[4], unpack(ARGV, 1, 7))"
+
+# KEYS: the user's pending list. ARGV: item key prefix. Returns the oldest pending item or nil.
+_OUTBOX_NEXT = _ITEM_FN + """
 local id = redis.call('LINDEX', KEYS[1], 0)
-if not id then return false end
-return {id, redis.call('HGETALL', ARGV[1] .. id)}"""
+return id and item(ARGV[1], id)"""
+
+# KEYS: the lane lease, the user's pending list, users, counts[, done's item, done's pending list]. ARGV: item
+# key prefix, owner, lease (ms)[, done's id, user, status, attempts, errcode, error, next_try]. Returns 0
+# (another owner holds the lease), 1 (nothing pending: the lease is released) or the user's oldest item.
+_LANE_NEXT = _UPDATE_FN + _ITEM_FN + """
+if KEYS[6] then update(KEYS[5], KEYS[6], KEYS[3], KEYS[4], unpack(ARGV, 4, 10)) end
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[2] then return 0 end
+local id = redis.call('LINDEX', KEYS[2], 0)
+local found = id and item(ARGV[1], id)
+if not found then redis.call('DEL', KEYS[1]); return 1 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return found"""
+
+# KEYS: ids. ARGV: item key prefix, how many. The newest items, newest first (nil for a missing one).
+_OUTBOX_ITEMS = _ITEM_FN + """
+local out = {}
+for i, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1, 'REV')) do out[i] = item(ARGV[1], id) end
+return out"""
 
 # KEYS: ids, counts. ARGV: item key prefix, before, ids. Returns {deleted, 1 if an item from `before` on
 # was seen (ids follow creation, so the caller can stop)}.
@@ -102,6 +143,22 @@ for i = 3, #ARGV do
   end
 end
 return {n, stop}"""
+
+# KEYS: log, log:seq. ARGV: how many entries to keep, then ts and JSON of each entry. Members are `SEQ:JSON`,
+# the sequence zero-padded so that entries with equal ts stay in insertion order.
+_LOG_ADD = """
+local n = (#ARGV - 1) / 2
+local first = redis.call('INCRBY', KEYS[2], n) - n
+for i = 1, n do redis.call('ZADD', KEYS[1], ARGV[2*i], string.format('%016d', first + i) .. ':' .. ARGV[2*i + 1]) end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[1]) - 1)
+return n"""
+
+_SCRIPTS = {"touch_if": _TOUCH_IF, "delete_if": _DELETE_IF, "add": _OUTBOX_ADD, "update": _OUTBOX_UPDATE,
+            "next": _OUTBOX_NEXT, "lane": _LANE_NEXT, "items": _OUTBOX_ITEMS, "purge": _OUTBOX_PURGE,
+            "log_add": _LOG_ADD}
+_SHAS = {name: sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
+_LOG_FIELDS = tuple(f.name for f in fields(LogEntry))
+_dumps = json.dumps
 
 
 def _guarded(method: Callable[Concatenate[RedisStore, P], Awaitable[T]]
@@ -128,6 +185,24 @@ def _ms(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
 
 
+def _item(raw: bytes) -> OutboxItem:
+    """An item from the JSON array the item() Lua function builds."""
+    try:
+        id, status, user, push, created, send_as, reply, attempts, errcode, error, next_try = json.loads(raw)
+        return OutboxItem(id=int(id), user=user, reply=reply_from_dict(reply), push=push, created_at=float(created),
+                          send_as=send_as, status=status, attempts=int(attempts), errcode=errcode, error=error,
+                          next_try=float(next_try))
+    except (KeyError, TypeError, ValueError) as exc:
+        id = raw[1:raw.find(b",")].decode(errors="replace")
+        raise StoreError(f"redis: outbox item {id} is malformed ({exc!r})") from exc
+
+
+def _done_args(item: OutboxItem) -> list[Any]:
+    """What update() needs to write back an item (after its keys)."""
+    return [item.id, item.user, item.status, item.attempts, _dumps(item.errcode), _dumps(item.error),
+            _dumps(float(item.next_try))]
+
+
 class RedisStore:
     kind = "redis"
     shared = True
@@ -137,7 +212,9 @@ class RedisStore:
         self.prefix = prefix
         self._clock = clock  # unused: Redis expires keys on its own clock; kept for the common signature
         self._client: aioredis.Redis | None = None
-        self._scripts: dict[str, Any] = {}
+        self._kv, self._out, self._items = f"{prefix}kv:", f"{prefix}outbox:", f"{prefix}outbox:item:"
+        self._open: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] | None = None  # the batch being filled
+        self._batches: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"RedisStore({redact_url(self.url)!r}, prefix={self.prefix!r})"
@@ -145,17 +222,20 @@ class RedisStore:
     async def open(self) -> None:
         """Set up the client and its pool; nothing connects until the first command."""
         try:
-            self._client = aioredis.Redis.from_url(
-                self.url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT, health_check_interval=HEALTH_CHECK,
+            # one pool for the process; under load a command waits (up to TIMEOUT) for a free connection
+            # instead of failing with "Too many connections"
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=POOL_SIZE, timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
+                socket_timeout=TIMEOUT, health_check_interval=HEALTH_CHECK,
                 # a dropped pooled connection is retried once; a timeout is not (the command may have run)
                 retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
+            self._client = aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
         except ValueError as exc:
             raise StoreError(f"redis {redact_url(self.url)}: {exc}") from exc
-        self._scripts = {name: self._client.register_script(source) for name, source in [
-            ("touch_if", _TOUCH_IF), ("delete_if", _DELETE_IF), ("add", _OUTBOX_ADD), ("update", _OUTBOX_UPDATE),
-            ("next", _OUTBOX_NEXT), ("purge", _OUTBOX_PURGE)]}
 
     async def close(self) -> None:
+        if self._batches:  # let commands already sent finish (each waits TIMEOUT at most)
+            await asyncio.wait(set(self._batches))
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -172,98 +252,143 @@ class RedisStore:
             raise StoreError(f"{self!r} is not open")
         return self._client
 
+    # Automatic pipelining: the commands that tasks issue in one tick of the event loop go to Redis together, as
+    # one pipeline (not a transaction) on one pooled connection, and each caller gets its own reply or error.
+    # Under load a command costs a fraction of a round trip; alone, it goes as it is (a tick later).
+
+    async def _cmd(self, *args: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        batch = self._open
+        if batch is None or len(batch) >= BATCH:  # a new batch, sent by a task once this tick is over
+            batch = self._open = []
+            task = future.get_loop().create_task(self._send(batch))
+            self._batches.add(task)
+            task.add_done_callback(functools.partial(self._sent, batch))
+        batch.append((args, future))
+        return await future
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        if self._open is batch:
+            self._open = None  # from now on commands go in a new batch
+        batch = [(args, future) for args, future in batch if not future.done()]  # done: its caller was cancelled
+        if not batch:
+            return
+        try:
+            if len(batch) == 1:
+                replies = [await self._redis.execute_command(*batch[0][0])]
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for args, _ in batch:
+                        pipe.execute_command(*args)
+                    replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # the connection failed (or the store was closed): every caller hears of it
+            replies = [exc] * len(batch)
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if not future.done():
+                (future.set_exception if isinstance(reply, Exception) else future.set_result)(reply)
+
+    def _sent(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        if self._open is batch:  # cancelled before it ran (the loop is closing)
+            self._open = None
+        for _, future in batch:  # cancelled while it ran
+            future.cancel()
+
     async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._scripts[script](keys=keys, args=args, client=self._redis)
+        """EVALSHA a script, loading it first if Redis does not know it (a restart, SCRIPT FLUSH)."""
+        try:
+            return await self._cmd("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+        except NoScriptError:
+            await self._cmd("SCRIPT LOAD", _SCRIPTS[script])
+            return await self._cmd("EVALSHA", _SHAS[script], len(keys), *keys, *args)
 
     # -- dedupe ----------------------------------------------------------------------------------------
 
     @_guarded
     async def claim(self, key: str, ttl: float) -> bool:
-        return bool(await self._redis.set(f"{self.prefix}claim:{key}", b"1", nx=True, px=_ms(ttl)))
+        return bool(await self._cmd("SET", f"{self.prefix}claim:{key}", b"1", "PX", _ms(ttl), "NX"))
 
     @_guarded
     async def put_answer(self, key: str, answer: bytes, ttl: float) -> None:
-        await self._redis.set(f"{self.prefix}answer:{key}", answer, px=_ms(ttl))
+        await self._cmd("SET", f"{self.prefix}answer:{key}", answer, "PX", _ms(ttl))
 
     @_guarded
     async def get_answer(self, key: str) -> bytes | None:
-        return await self._redis.get(f"{self.prefix}answer:{key}")
+        return await self._cmd("GET", f"{self.prefix}answer:{key}")
 
     # -- key-value ---------------------------------------------------------------------------------
 
     @_guarded
     async def get(self, key: str) -> str | None:
-        value = await self._redis.get(f"{self.prefix}kv:{key}")
+        value = await self._cmd("GET", self._kv + key)
         return None if value is None else value.decode("utf-8", "surrogatepass")
 
     @_guarded
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
-        await self._redis.set(f"{self.prefix}kv:{key}", _b(value), px=None if ttl is None else _ms(ttl))
+        await self._cmd("SET", self._kv + key, _b(value), *(() if ttl is None else ("PX", _ms(ttl))))
 
     @_guarded
     async def delete(self, key: str) -> None:
-        await self._redis.delete(f"{self.prefix}kv:{key}")
+        await self._cmd("DEL", self._kv + key)
 
     @_guarded
     async def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
-        return bool(await self._redis.set(f"{self.prefix}kv:{key}", _b(value), nx=True, px=_ms(ttl)))
+        return bool(await self._cmd("SET", self._kv + key, _b(value), "PX", _ms(ttl), "NX"))
 
     @_guarded
     async def touch_if(self, key: str, value: str, ttl: float) -> bool:
-        return bool(await self._run("touch_if", [f"{self.prefix}kv:{key}"], [_b(value), _ms(ttl)]))
+        return bool(await self._run("touch_if", [self._kv + key], [_b(value), _ms(ttl)]))
 
     @_guarded
     async def delete_if(self, key: str, value: str) -> bool:
-        return bool(await self._run("delete_if", [f"{self.prefix}kv:{key}"], [_b(value)]))
+        return bool(await self._run("delete_if", [self._kv + key], [_b(value)]))
 
     # -- outbox ------------------------------------------------------------------------------------
     # An item's hash holds every field JSON-encoded, except `status`, which the scripts compare.
-
-    def _keys(self, *names: str) -> list[str]:
-        return [f"{self.prefix}outbox:{name}" for name in names]
-
-    def _item(self, id: int, raw: dict[bytes, bytes]) -> OutboxItem:
-        try:
-            f = {k.decode(): v.decode() for k, v in raw.items()}
-            status: Status = f.pop("status")  # type: ignore[assignment]
-            v = {k: json.loads(s) for k, s in f.items()}
-            return OutboxItem(id=id, user=v["user"], reply=reply_from_dict(v["reply"]), push=v["push"],
-                              created_at=float(v["created_at"]), send_as=v["send_as"], status=status,
-                              attempts=int(v["attempts"]), errcode=v["errcode"], error=v["error"],
-                              next_try=float(v["next_try"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"redis: outbox item {id} is malformed ({exc!r})") from exc
 
     @_guarded
     async def outbox_add(self, user: str, replies: tuple[Reply, ...], push: str, now: float,
                          send_as: str | None = None) -> list[OutboxItem]:
         if not replies:
             return []
-        fields = [json.dumps(v) for v in (user, push, float(now), send_as)]
-        encoded = [json.dumps(reply_to_dict(r)) for r in replies]
-        first = int(await self._run("add", self._keys("seq", f"pending:{user}", "users", "ids", "counts"),
-                                    [f"{self.prefix}outbox:item:", user, *fields, *encoded]))
-        return [OutboxItem(id=first + i, user=user, reply=r, push=push, created_at=float(now), send_as=send_as)
-                for i, r in enumerate(replies)]
+        created, out = float(now), self._out
+        first = int(await self._run(
+            "add", [f"{out}seq", f"{out}pending:{user}", f"{out}users", f"{out}ids", f"{out}counts"],
+            [self._items, user, _dumps(user), _dumps(push), _dumps(created), _dumps(send_as),
+             *[_dumps(reply_to_dict(r)) for r in replies]]))
+        return [OutboxItem(id=first + i, user=user, reply=r, push=push, created_at=created, send_as=send_as)
+                for i, r in enumerate(replies)]  # the items as stored: built here, not read back
 
     @_guarded
     async def outbox_update(self, item: OutboxItem) -> None:
-        await self._run("update", self._keys(f"item:{item.id}", f"pending:{item.user}", "users", "counts"),
-                        [item.id, item.user, item.status, item.attempts, json.dumps(item.errcode),
-                         json.dumps(item.error), json.dumps(float(item.next_try))])
+        out = self._out
+        await self._run("update", [f"{self._items}{item.id}", f"{out}pending:{item.user}", f"{out}users",
+                                   f"{out}counts"], _done_args(item))
 
     @_guarded
     async def outbox_next(self, user: str) -> OutboxItem | None:
-        found = await self._run("next", self._keys(f"pending:{user}"), [f"{self.prefix}outbox:item:"])
-        if not found or not found[1]:
-            return None
-        return self._item(int(found[0]), dict(zip(found[1][::2], found[1][1::2], strict=True)))
+        found = await self._run("next", [f"{self._out}pending:{user}"], [self._items])
+        return None if found is None else _item(found)
+
+    @_guarded
+    async def lane_next(self, user: str, owner: str, lease: float,
+                        done: OutboxItem | None = None) -> tuple[bool, OutboxItem | None]:
+        out = self._out
+        keys = [f"{self._kv}lane:{user}", f"{out}pending:{user}", f"{out}users", f"{out}counts"]
+        args = [self._items, _b(owner), _ms(lease)]
+        if done is not None:
+            keys += [f"{self._items}{done.id}", f"{out}pending:{done.user}"]
+            args += _done_args(done)
+        found = await self._run("lane", keys, args)
+        if isinstance(found, int):
+            return found == 1, None
+        return True, _item(found)
 
     @_guarded
     async def outbox_users(self, limit: int = 1000) -> list[str]:
         if limit <= 0:
             return []
-        return [u.decode() for u in await self._redis.zrange(self._keys("users")[0], 0, limit - 1)]
+        return [u.decode() for u in await self._redis.zrange(f"{self._out}users", 0, limit - 1)]
 
     @_guarded
     async def outbox_items(self, status: Status | None = None, user: str | None = None,
@@ -272,58 +397,45 @@ class RedisStore:
         if limit <= 0:
             return []
         scan = limit if status is None and user is None else limit * 5
-        ids = [int(i) for i in await self._redis.zrange(self._keys("ids")[0], 0, scan - 1, desc=True)]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for id in ids:
-                pipe.hgetall(f"{self.prefix}outbox:item:{id}")
-            raws = await pipe.execute() if ids else []
-        items = [self._item(id, raw) for id, raw in zip(ids, raws, strict=True) if raw]
+        items = [_item(raw) for raw in await self._run("items", [f"{self._out}ids"], [self._items, scan]) if raw]
         return [i for i in items if (status is None or i.status == status) and (user is None or i.user == user)][:limit]
 
     @_guarded
     async def outbox_counts(self) -> dict[str, int]:
-        raw = await self._redis.hgetall(self._keys("counts")[0])
+        raw = await self._redis.hgetall(f"{self._out}counts")
         return {status: max(0, int(raw.get(status.encode(), 0))) for status in STATUSES}
 
     @_guarded
     async def outbox_oldest_pending(self) -> float | None:
-        oldest = await self._redis.zrange(self._keys("users")[0], 0, 0, withscores=True)
-        if not oldest:
-            return None
-        created = await self._redis.hget(f"{self.prefix}outbox:item:{int(oldest[0][1])}", "created_at")
-        return None if created is None else float(json.loads(created))
+        oldest = await self._redis.zrange(f"{self._out}users", 0, 0, withscores=True)
+        created = oldest and await self._cmd("HGET", f"{self._items}{int(oldest[0][1])}", "created_at")
+        return float(json.loads(created)) if created else None
 
     @_guarded
     async def outbox_purge(self, before: float) -> int:
         """Delete finished (not pending) items created before `before`; return how many."""
-        ids_key, counts_key = self._keys("ids", "counts")
+        ids_key, counts_key = f"{self._out}ids", f"{self._out}counts"
         removed, after = 0, "-inf"
         while True:
             ids = await self._redis.zrange(ids_key, after, "+inf", byscore=True, offset=0, num=SCAN)
             if not ids:
                 return removed
-            n, stop = await self._run("purge", [ids_key, counts_key],
-                                      [f"{self.prefix}outbox:item:", repr(float(before)), *ids])
+            n, stop = await self._run("purge", [ids_key, counts_key], [self._items, repr(float(before)), *ids])
             removed += int(n)
             if stop or len(ids) < SCAN:
                 return removed
             after = f"({int(ids[-1])}"
 
     # -- log ---------------------------------------------------------------------------------------
-    # Members are `SEQ:JSON`, the sequence zero-padded so that entries with equal ts stay in insertion order.
 
     @_guarded
     async def log_add(self, entries: list[LogEntry]) -> None:
         if not entries:
             return
-        key = f"{self.prefix}log"
-        last = int(await self._redis.incrby(f"{key}:seq", len(entries)))
-        members = {f"{last - len(entries) + i + 1:016d}:{json.dumps(asdict(e))}": e.ts
-                   for i, e in enumerate(entries)}
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(key, members)
-            pipe.zremrangebyrank(key, 0, -KEEP_LOG - 1)  # keep the newest KEEP_LOG, as the memory store does
-            await pipe.execute()
+        args: list[Any] = [KEEP_LOG]  # keep the newest KEEP_LOG, as the memory store does
+        for e in entries:
+            args += (float(e.ts), _dumps({name: getattr(e, name) for name in _LOG_FIELDS}))
+        await self._run("log_add", [f"{self.prefix}log", f"{self.prefix}log:seq"], args)
 
     @_guarded
     async def log_query(self, user: str | None = None, since: float | None = None, rule: str | None = None,
@@ -334,7 +446,7 @@ class RedisStore:
             page = await self._redis.zrange(f"{self.prefix}log", "+inf", low, desc=True, byscore=True,
                                             offset=offset, num=SCAN)
             for member in page:
-                entry = LogEntry(**json.loads(member.decode().split(":", 1)[1]))
+                entry = LogEntry(**json.loads(member[member.index(b":") + 1:]))
                 if (user is None or entry.user == user) and (rule is None or entry.rule == rule):
                     found.append(entry)
                     if len(found) >= limit:

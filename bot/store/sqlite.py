@@ -1,11 +1,14 @@
 """The sqlite store: one file on one host, shared by every kefu process there (the embedded default).
 
-All I/O runs on aiosqlite's thread, never on the event loop. Each call is one autocommit statement (atomic
-on its own, also against other processes on the same file) or one explicit transaction; either way a write
-is committed before the call returns. WAL lets readers and the one writer work at once; `busy_timeout` makes
-a process wait for another's write instead of failing. Keys expire by an absolute `expires` (epoch seconds
-from the injected clock, NULL = never): reads ignore expired rows, and every PURGE_EVERY-th write deletes
-them. Finished outbox items and log entries stay until the caller purges them by time.
+Group commit: all I/O runs on the store's own thread (never on the event loop), which owns a plain sqlite3
+connection. Callers queue small functions and await their answers; the thread runs everything queued at once
+as ONE transaction, each call in a SAVEPOINT of its own (a call that fails is rolled back alone and its caller
+gets StoreError; the others commit), and answers after COMMIT: a write is committed before its call returns.
+A batch with a write begins IMMEDIATE, taking the file's write lock at once, so read-then-write calls (claim,
+set_if_absent, lane_next) are atomic also against other processes. WAL lets readers and the one writer work at
+once; `busy_timeout` makes a process wait for another's write instead of failing. Keys expire by an absolute
+`expires` (epoch seconds from the injected clock, NULL = never): reads ignore expired rows, and every
+PURGE_EVERY-th write deletes them. Finished outbox items and log entries stay until purged by time.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from queue import Empty, SimpleQueue
+from typing import Any, NamedTuple, TypeVar
 
 from ..errors import StoreError
 from ..messages import Reply, reply_from_dict, reply_to_dict
@@ -28,6 +31,7 @@ from .base import STATUSES, LogEntry, OutboxItem, Status
 SCHEMA_VERSION = 1  # PRAGMA user_version: raise it (and add the steps to MIGRATIONS) when the schema changes
 BUSY_TIMEOUT_MS = 5000
 PURGE_EVERY = 500  # writes between two sweeps of expired keys and answers
+MAX_BATCH = 500  # calls per transaction: bounds how long one commit keeps other processes waiting
 
 # MIGRATIONS[v] takes a file from user_version v to v + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = ((
@@ -52,6 +56,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = ((
 ITEM_COLUMNS = "id, user, reply, push, created_at, send_as, status, attempts, errcode, error, next_try"
 LOG_COLUMNS = "ts, user, kind, msg_type, text, rule, errcode, detail"
 LIVE = "(expires IS NULL OR expires > ?)"  # a key that has not expired; binds now
+SET_KV = ("INSERT INTO kv (key, value, expires) VALUES (?, ?, ?) "
+          "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires = excluded.expires")
+UPDATE_ITEM = "UPDATE outbox SET status = ?, attempts = ?, errcode = ?, error = ?, next_try = ? WHERE id = ?"
+NEXT_ITEM = f"SELECT {ITEM_COLUMNS} FROM outbox WHERE status = 'pending' AND user = ? ORDER BY id LIMIT 1"
+
+T = TypeVar("T")
+
+
+class _Call(NamedTuple):
+    """One call waiting for the store's thread: what to run there, and where its answer goes."""
+
+    what: str
+    op: Callable[[sqlite3.Connection], Any]
+    write: bool  # False: it only reads (a batch of reads only begins DEFERRED and locks nobody out)
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+Outcome = tuple[_Call, Any, BaseException | None]  # (call, result, error)
 
 
 class SqliteStore:
@@ -61,48 +84,38 @@ class SqliteStore:
     def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._clock = clock
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()  # one call at a time on the connection: a transaction stays whole
-        self._writes = 0
+        self._queue: SimpleQueue[_Call | None] | None = None  # None: not open (None on the queue: stop)
+        self._thread: threading.Thread | None = None
+        self._writes = 0  # the thread's alone
+        self._close_error: sqlite3.Error | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
 
     async def open(self) -> None:
-        if self._db is not None:
+        if self._queue is not None:
             return
+        queue: SimpleQueue[_Call | None] = SimpleQueue()
+        self._queue, self._thread = queue, threading.Thread(target=self._serve, args=(queue,), daemon=True)
+        self._thread.start()
         try:
-            if self.path != ":memory:":
-                await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
-            db = await aiosqlite.connect(self.path, isolation_level=None)  # autocommit; BEGIN where needed
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"sqlite store: cannot open the file: {exc}") from exc
-        self._db = db
-        try:
-            async with self._use("open") as conn:
-                await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: WAL may wait too
-                await conn.execute("PRAGMA journal_mode = WAL")
-                await conn.execute("PRAGMA synchronous = NORMAL")
-            async with self._transaction("open") as conn:  # IMMEDIATE: processes opening at once take turns
-                version = list(await conn.execute_fetchall("PRAGMA user_version"))[0][0]
-                if version > SCHEMA_VERSION:
-                    raise StoreError(f"sqlite store: schema {version} is newer than this kefu ({SCHEMA_VERSION})")
-                for steps in MIGRATIONS[version:]:
-                    for sql in steps:
-                        await conn.execute(sql)
-                await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await self._call("open", _migrate)  # the first call: after the thread has connected (or failed to)
         except BaseException:
             with contextlib.suppress(StoreError):
                 await self.close()
             raise
 
     async def close(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            try:
-                await db.close()
-            except (sqlite3.Error, ValueError) as exc:
-                raise StoreError(f"sqlite store: close failed: {exc}") from exc
+        """Stop taking calls, let the thread finish those queued, close the file."""
+        queue, thread = self._queue, self._thread
+        self._queue = self._thread = None
+        if queue is None or thread is None:
+            return
+        queue.put(None)
+        await asyncio.to_thread(thread.join)  # the calls queued before still run and are answered
+        error, self._close_error = self._close_error, None
+        if error is not None:
+            raise StoreError(f"sqlite store: close failed: {error}") from error
 
     async def ping(self) -> bool:
         try:
@@ -111,50 +124,81 @@ class SqliteStore:
             return False
         return True
 
-    # -- plumbing ----------------------------------------------------------------------------------
+    # -- plumbing: the event loop's side -------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _use(self, what: str) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection for one call; any sqlite failure becomes a StoreError without data in it."""
-        async with self._lock:
-            if self._db is None:  # never opened, or closed while this call waited for the lock
-                raise StoreError(f"sqlite store: {what}: not open")
-            try:
-                yield self._db
-            except (sqlite3.Error, ValueError) as exc:  # ValueError: aiosqlite's "Connection closed"
-                raise StoreError(f"sqlite store: {what} failed: {exc}") from exc
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self, what: str) -> AsyncIterator[aiosqlite.Connection]:
-        """Several statements as one: committed together, or rolled back (also when cancelled)."""
-        async with self._use(what) as db:
-            await db.execute("BEGIN IMMEDIATE")  # take the write lock now, not halfway through
-            try:
-                yield db
-                await db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await db.execute("ROLLBACK")
-                raise
+    async def _call(self, what: str, op: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
+        """Run `op` on the store's thread (in a savepoint of the next batch); its result once committed."""
+        queue = self._queue
+        if queue is None:  # never opened, or closed
+            raise StoreError(f"sqlite store: {what}: not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        queue.put(_Call(what, op, write, loop, future))
+        return await future
 
     async def _fetch(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._use(what) as db:
-            return list(await db.execute_fetchall(sql, params))
+        return await self._call(what, lambda db: db.execute(sql, params).fetchall(), write=False)
 
     async def _write(self, what: str, sql: str, params: Sequence[Any] = ()) -> int:
-        """One statement, committed on return; how many rows it changed (sqlite's changes())."""
-        async with self._use(what) as db, db.execute(sql, params) as cursor:
-            changed = cursor.rowcount
-        self._writes += 1
-        if self._writes % PURGE_EVERY == 0:
-            await self._purge_expired()
-        return changed
+        """One statement; how many rows it changed (sqlite's changes())."""
+        return await self._call(what, lambda db: db.execute(sql, params).rowcount)
 
-    async def _purge_expired(self) -> None:
-        now = self._clock()
-        async with self._transaction("purge") as db:
-            await db.execute("DELETE FROM kv WHERE expires <= ?", (now,))
-            await db.execute("DELETE FROM answers WHERE expires <= ?", (now,))
+    # -- plumbing: the store's thread ----------------------------------------------------------------
+
+    def _serve(self, queue: SimpleQueue[_Call | None]) -> None:
+        """The thread: open the file, run batches of calls until close() queues None, close the file."""
+        db, failure = None, None
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit (isolation_level=None): _run says BEGIN itself. Only this thread uses the connection.
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: WAL may wait too
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+        except Exception as exc:  # OSError, sqlite3.Error, ValueError (a NUL in the path): the thread stays
+            failure = StoreError(f"sqlite store: cannot open the file: {exc}")  # each call gets it, until close()
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            db = None
+        stop = False
+        while not stop:
+            calls = [queue.get()]
+            with contextlib.suppress(Empty):
+                while len(calls) < MAX_BATCH and calls[-1] is not None:
+                    calls.append(queue.get_nowait())
+            stop = calls[-1] is None  # close() queues None last: the calls before it still run
+            if batch := [call for call in calls if call is not None]:
+                _deliver(self._run(db, batch) if db is not None else [(call, None, failure) for call in batch])
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error as exc:
+                self._close_error = exc
+
+    def _run(self, db: sqlite3.Connection, calls: list[_Call]) -> list[Outcome]:
+        """One transaction for all `calls`, each in a savepoint: a call that raises is rolled back alone.
+        If the transaction itself fails (BEGIN, COMMIT, or sqlite rolled it all back: disk full, I/O error),
+        nothing of it was written and every call gets the error."""
+        outcomes: list[Outcome] = []
+        writes = sum(call.write for call in calls)
+        try:
+            db.execute("BEGIN IMMEDIATE" if writes else "BEGIN DEFERRED")
+            for call in calls:
+                if not call.future.cancelled():  # a racy look from this thread, good enough to skip the abandoned
+                    outcomes.append((call, *_isolated(db, call.what, call.op)))
+            if self._writes // PURGE_EVERY != (self._writes + writes) // PURGE_EVERY:
+                now = self._clock()  # a sweep that fails is only skipped
+                _isolated(db, "purge", lambda db: _purge_expired(db, now))
+            db.execute("COMMIT")
+        except Exception as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            return [(call, None, _error(call.what, exc)) for call in calls]
+        self._writes += writes
+        return outcomes
 
     # -- dedupe ------------------------------------------------------------------------------------
 
@@ -178,10 +222,7 @@ class SqliteStore:
         return rows[0][0] if rows else None
 
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
-        expires = self._clock() + ttl if ttl is not None else None
-        await self._write("set", "INSERT INTO kv (key, value, expires) VALUES (?, ?, ?) "
-                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires = excluded.expires",
-                          (key, value, expires))
+        await self._write("set", SET_KV, (key, value, self._clock() + ttl if ttl is not None else None))
 
     async def delete(self, key: str) -> None:
         await self._write("delete", "DELETE FROM kv WHERE key = ?", (key,))
@@ -210,28 +251,45 @@ class SqliteStore:
         if not replies:
             return []
         # One statement for all of them: stored together, and under the write lock their AUTOINCREMENT ids
-        # are consecutive, in VALUES order, ending at last_insert_rowid() (RETURNING would need sqlite 3.35).
+        # are consecutive, in VALUES order, ending at last_insert_rowid().
         params: list[Any] = []
         for reply in replies:
             params += [user, json.dumps(reply_to_dict(reply), ensure_ascii=False), push, now, send_as]
-        async with self._use("outbox_add") as db:
-            row = await db.execute_insert("INSERT INTO outbox (user, reply, push, created_at, send_as) VALUES "
-                                          + ", ".join(["(?, ?, ?, ?, ?)"] * len(replies)), params)
-        if row is None:
+        sql = "INSERT INTO outbox (user, reply, push, created_at, send_as) VALUES " + ", ".join(
+            ["(?, ?, ?, ?, ?)"] * len(replies))
+        last = await self._call("outbox_add", lambda db: db.execute(sql, params).lastrowid)
+        if not last:
             raise StoreError("sqlite store: outbox_add returned no id")
-        first = row[0] - len(replies) + 1
+        first = last - len(replies) + 1
         return [OutboxItem(id=first + n, user=user, reply=r, push=push, created_at=now, send_as=send_as)
                 for n, r in enumerate(replies)]
 
     async def outbox_update(self, item: OutboxItem) -> None:
-        await self._write("outbox_update", "UPDATE outbox SET status = ?, attempts = ?, errcode = ?, error = ?, "
-                          "next_try = ? WHERE id = ?",
-                          (item.status, item.attempts, item.errcode, item.error, item.next_try, item.id))
+        await self._write("outbox_update", UPDATE_ITEM, _update_params(item))
 
     async def outbox_next(self, user: str) -> OutboxItem | None:
-        rows = await self._fetch("outbox_next", f"SELECT {ITEM_COLUMNS} FROM outbox "
-                                 "WHERE status = 'pending' AND user = ? ORDER BY id LIMIT 1", (user,))
+        rows = await self._fetch("outbox_next", NEXT_ITEM, (user,))
         return _item(rows[0]) if rows else None
+
+    async def lane_next(self, user: str, owner: str, lease: float,
+                        done: OutboxItem | None = None) -> tuple[bool, OutboxItem | None]:
+        key, now = f"lane:{user}", self._clock()
+
+        def step(db: sqlite3.Connection) -> tuple[bool, Any]:  # one savepoint under the write lock: atomic
+            if done is not None:
+                db.execute(UPDATE_ITEM, _update_params(done))
+            holder = db.execute(f"SELECT value FROM kv WHERE key = ? AND {LIVE}", (key, now)).fetchone()
+            if holder is not None and holder[0] != owner:
+                return False, None
+            row = db.execute(NEXT_ITEM, (user,)).fetchone()
+            if row is None:  # the lane is done: a reply added from now on starts a new one
+                db.execute("DELETE FROM kv WHERE key = ?", (key,))
+            else:
+                db.execute(SET_KV, (key, owner, now + lease))
+            return True, row
+
+        ok, row = await self._call("lane_next", step)
+        return ok, _item(row) if row is not None else None
 
     async def outbox_users(self, limit: int = 1000) -> list[str]:
         rows = await self._fetch("outbox_users", "SELECT user FROM outbox WHERE status = 'pending' "
@@ -267,10 +325,9 @@ class SqliteStore:
     async def log_add(self, entries: list[LogEntry]) -> None:
         if not entries:
             return
-        async with self._transaction("log_add") as db:
-            await db.executemany(f"INSERT INTO log ({LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                 [(e.ts, e.user, e.kind, e.msg_type, e.text, e.rule, e.errcode, e.detail)
-                                  for e in entries])
+        rows = [(e.ts, e.user, e.kind, e.msg_type, e.text, e.rule, e.errcode, e.detail) for e in entries]
+        await self._call("log_add", lambda db: db.executemany(
+            f"INSERT INTO log ({LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows).rowcount)
 
     async def log_query(self, user: str | None = None, since: float | None = None, rule: str | None = None,
                         limit: int = 200) -> list[LogEntry]:
@@ -285,8 +342,76 @@ class SqliteStore:
         return await self._write("log_purge", "DELETE FROM log WHERE ts < ?", (before,))
 
 
+# -- helpers of the store's thread --------------------------------------------------------------------
+
+
+def _error(what: str, exc: BaseException) -> BaseException:
+    """What the caller gets: sqlite's failures as StoreError (without data in it); a bug as itself."""
+    if not isinstance(exc, (sqlite3.Error, ValueError)):
+        return exc
+    error = StoreError(f"sqlite store: {what} failed: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _isolated(db: sqlite3.Connection, what: str, op: Callable[[sqlite3.Connection], Any]) -> tuple[Any, Any]:
+    """Run `op` in a savepoint: (its result, None), or rolled back alone: (None, the error for its caller).
+    Raises when sqlite has rolled back the whole transaction."""
+    db.execute("SAVEPOINT call")
+    try:
+        result = op(db)
+    except Exception as exc:
+        if not db.in_transaction:
+            raise
+        db.execute("ROLLBACK TO call")
+        db.execute("RELEASE call")
+        return None, _error(what, exc)
+    db.execute("RELEASE call")
+    return result, None
+
+
+def _purge_expired(db: sqlite3.Connection, now: float) -> None:
+    db.execute("DELETE FROM kv WHERE expires <= ?", (now,))
+    db.execute("DELETE FROM answers WHERE expires <= ?", (now,))
+
+
+def _deliver(outcomes: list[Outcome]) -> None:
+    """Complete the callers' futures: one wake-up per event loop for the whole batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits for these any more
+            loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(outcomes: list[Outcome]) -> None:  # on the event loop
+    for call, result, error in outcomes:
+        if call.future.done():  # cancelled while its call ran
+            pass
+        elif error is None:
+            call.future.set_result(result)
+        else:
+            call.future.set_exception(error)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """The schema, brought up to SCHEMA_VERSION (under the write lock: processes opening at once take turns)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"sqlite store: schema {version} is newer than this kefu ({SCHEMA_VERSION})")
+    for steps in MIGRATIONS[version:]:
+        for sql in steps:
+            db.execute(sql)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 def _where(conditions: list[str]) -> str:
     return f"WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _update_params(item: OutboxItem) -> tuple[Any, ...]:
+    return item.status, item.attempts, item.errcode, item.error, item.next_try, item.id
 
 
 def _item(row: Sequence[Any]) -> OutboxItem:

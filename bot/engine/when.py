@@ -1,0 +1,212 @@
+"""Compiling `when:` blocks into conditions (see conditions.py), with `file:line` for every mistake."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time
+from typing import Any
+
+from ..yamlsrc import Checker, YamlList, YamlMap, type_name
+from .conditions import (
+    AllOf,
+    AnyOf,
+    Condition,
+    Equals,
+    EventIs,
+    EventKey,
+    FieldIs,
+    Keywords,
+    MsgTypeIs,
+    Not,
+    Prefix,
+    Regex,
+    StateIs,
+    TimeIs,
+    normalize,
+)
+
+TEXT_KEYS = ("keywords", "equals", "prefix", "regex")
+WHEN_KEYS = (*TEXT_KEYS, "event", "msgtype", "event_key", "session_from", "page", "user", "state", "time", "any",
+             "not")
+FIELDS = {"session_from": ("session_from", "session_from"), "page": ("page_path", "page"),
+          "user": ("from_user", "user")}
+TIME_KEYS = ("weekdays", "hours", "dates")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+NORMALIZE = (True, False, "all")
+
+
+def strings(check: Checker, value: Any, line: int, what: str) -> tuple[str, ...] | None:
+    """One text or a list of texts; numbers and true/false are refused with a hint to quote them."""
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    before = len(check.problems)
+    for i, item in enumerate(items):
+        item_line = value.line_of(i) if isinstance(value, YamlList) else line
+        if isinstance(item, bool) or not isinstance(item, str):
+            hint = " (put it in quotes)" if isinstance(item, int | float | bool) else ""
+            check.add(item_line, f"{what} must be text, not {type_name(item)}{hint}")
+        elif not item.strip():
+            check.add(item_line, f"{what} must not be empty")
+        else:
+            out.append(item)
+    if not out and len(check.problems) == before:
+        check.add(line, f"{what} needs at least one value")
+    return tuple(out) if out else None
+
+
+def patterns(check: Checker, values: tuple[str, ...], node: Any, line: int,
+             where: str) -> tuple[re.Pattern[str], ...]:
+    out = []
+    for i, source in enumerate(values):
+        try:
+            out.append(re.compile(source))
+        except re.error as exc:
+            check.add(node.line_of(i) if isinstance(node, YamlList) else line,
+                      f"{where}: bad regex {source!r}: {exc.msg} at position {exc.pos}")
+    return tuple(out)
+
+
+def compile_when(check: Checker, when: Any, line: int, where: str, mode: bool | str = True) -> Condition | None:
+    """A `when:` mapping → one Condition (all keys must hold). `mode` is the rule's `normalize`."""
+    if not isinstance(when, YamlMap) or not when:
+        check.add(line, f"{where}: 'when' must be a mapping of conditions ({', '.join(WHEN_KEYS)})")
+        return None
+    before = len(check.problems)
+    check.unknown_keys(when, WHEN_KEYS, where)
+    conditions: list[Condition] = []
+    for key in WHEN_KEYS:
+        if key in when:
+            condition = _one(check, key, when[key], when.line_of(key), where, mode)
+            if condition is not None:
+                conditions.append(condition)
+    if len(check.problems) > before or not conditions:
+        return None
+    return conditions[0] if len(conditions) == 1 else AllOf(tuple(conditions))
+
+
+def _one(check: Checker, key: str, value: Any, line: int, where: str, mode: bool | str) -> Condition | None:
+    what = f"{where}: '{key}'"
+    if key == "any":
+        if not isinstance(value, YamlList) or not value:
+            check.add(line, f"{what} is a list of when-blocks, one of which must hold")
+            return None
+        blocks = [compile_when(check, block, value.line_of(i), f"{where}: any[{i + 1}]", mode)
+                  for i, block in enumerate(value)]
+        return AnyOf(tuple(b for b in blocks if b is not None)) if all(blocks) else None
+    if key == "not":
+        inner = compile_when(check, value, line, f"{where}: not", mode)
+        return Not(inner) if inner is not None else None
+    if key == "time":
+        return _time(check, value, line, what)
+    if key in ("event_key", "session_from", "page") and isinstance(value, YamlMap):
+        check.unknown_keys(value, ("regex",), what)
+        sources = strings(check, value.get("regex"), value.line_of("regex"), f"{what} regex")
+        compiled = patterns(check, sources or (), value.get("regex"), line, where)
+        if key == "event_key":
+            return EventKey(frozenset(), compiled)
+        attribute, name = FIELDS[key]
+        return FieldIs(attribute, name, frozenset(), compiled)
+    values = strings(check, value, line, what)
+    if values is None:
+        return None
+    text_mode = mode is not False
+    norm = (lambda v: normalize(v)) if text_mode else (lambda v: v.strip())
+    if key == "keywords":
+        words = tuple(w for w in (norm(v) if text_mode else v for v in values) if w)
+        if len(words) < len(values):
+            check.add(line, f"{what}: a keyword is only punctuation or spaces, which normalised text never "
+                            "contains (use regex, or normalize: false)")
+        return Keywords(words, text_mode)
+    if key == "equals":
+        return Equals(frozenset(norm(v) for v in values), text_mode)
+    if key == "prefix":
+        return Prefix(tuple(norm(v) for v in values), text_mode)
+    if key == "regex":
+        return Regex(patterns(check, values, value, line, where), mode == "all")
+    if key == "event":
+        return EventIs(frozenset(v.strip().lower() for v in values))
+    if key == "msgtype":
+        return MsgTypeIs(frozenset(v.strip().lower() for v in values))
+    if key == "event_key":
+        return EventKey(frozenset(v.strip() for v in values))
+    if key == "state":
+        return StateIs(frozenset(v.strip() for v in values))
+    attribute, name = FIELDS[key]
+    return FieldIs(attribute, name, frozenset(v.strip() for v in values))
+
+
+def _time(check: Checker, value: Any, line: int, what: str) -> Condition | None:
+    if not isinstance(value, YamlMap) or not value:
+        check.add(line, f"{what} is a mapping with {', '.join(TIME_KEYS)}")
+        return None
+    check.unknown_keys(value, TIME_KEYS, what)
+    before = len(check.problems)
+    weekdays = hours = dates = None
+    if "weekdays" in value:
+        weekdays = frozenset(d for item in _list(check, value, "weekdays", what) for d in _weekdays(check, *item))
+    if "hours" in value:
+        hours = tuple(h for item in _list(check, value, "hours", what) if (h := _hours(check, *item)))
+    if "dates" in value:
+        dates = tuple(d for item in _list(check, value, "dates", what) if (d := _dates(check, *item)))
+    if len(check.problems) > before:
+        return None
+    return TimeIs(weekdays, hours, dates)
+
+
+def _list(check: Checker, spec: YamlMap, key: str, what: str) -> list[tuple[str, int, str]]:
+    """(item, line, what) for each item of spec[key] (one value or a list)."""
+    value = spec[key]
+    items = value if isinstance(value, YamlList) else [value]
+    out = []
+    for i, item in enumerate(items):
+        item_line = items.line_of(i) if isinstance(items, YamlList) else spec.line_of(key)
+        if isinstance(item, date):  # YAML reads 2026-10-01 as a date
+            item = item.isoformat()
+        if not isinstance(item, str):
+            check.add(item_line, f"{what}: {key} must be text like 'mon-fri', '09:00-18:00' or '2026-10-01', "
+                                 f"not {type_name(item)} (put it in quotes)")
+            continue
+        out.append((item.strip(), item_line, f"{what}: {key}"))
+    return out
+
+
+def _weekdays(check: Checker, item: str, line: int, what: str) -> set[int]:
+    try:
+        first, _, last = item.lower().partition("-")
+        a = WEEKDAYS.index(first.strip()[:3])
+        b = WEEKDAYS.index(last.strip()[:3]) if last else a
+    except ValueError:
+        check.add(line, f"{what}: {item!r} is not a weekday or range ({', '.join(WEEKDAYS)}; e.g. mon-fri)")
+        return set()
+    return {d % 7 for d in range(a, b + 1 if b >= a else b + 8)}
+
+
+def _hours(check: Checker, item: str, line: int, what: str) -> tuple[time, time] | None:
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", item)
+    try:
+        if match is None:
+            raise ValueError
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        start = time(h1, m1)
+        end = time(0, 0) if (h2, m2) == (24, 0) else time(h2, m2)
+    except ValueError:
+        check.add(line, f"{what}: {item!r} is not an hour range like 09:00-18:00 (22:00-06:00 crosses midnight)")
+        return None
+    if start == end:
+        check.add(line, f"{what}: {item!r} is an empty hour range")
+        return None
+    return start, end
+
+
+def _dates(check: Checker, item: str, line: int, what: str) -> tuple[date, date] | None:
+    first, _, last = item.partition("..")
+    try:
+        a = date.fromisoformat(first.strip())
+        b = date.fromisoformat(last.strip()) if last else a
+    except ValueError:
+        check.add(line, f"{what}: {item!r} is not a date or range like 2026-10-01 or 2026-10-01..2026-10-07")
+        return None
+    if b < a:
+        check.add(line, f"{what}: {item!r} ends before it starts")
+        return None
+    return a, b
