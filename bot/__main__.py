@@ -52,6 +52,46 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    """Run the rule tests (rules/*.test.yaml) against the rules as the server would load them."""
+    from datetime import datetime as _datetime
+
+    from .reload import load_ruleset
+    from .ruletest import load_cases, run_case, test_files
+
+    settings = _load(args)
+    ruleset = load_ruleset(settings)
+    base = Path(settings.source).resolve().parent
+    now = _datetime.now(settings.timezone)
+    if args.time:
+        try:
+            now = _datetime.fromisoformat(args.time)
+        except ValueError:
+            print(f"--time: a time like 2026-12-01T20:00, not {args.time!r}", file=sys.stderr)
+            return 2
+        now = now if now.tzinfo else now.replace(tzinfo=settings.timezone)
+    files = test_files(settings.rules)
+    if not files:
+        print(f"no *.test.yaml files in {settings.rules}", file=sys.stderr)
+        return 1
+    passed = failed = 0
+    for path in files:
+        for case in load_cases(path, base, settings.timezone):
+            if args.time:
+                case.time = None  # --time fixes the clock for every test
+            failures = run_case(ruleset, case, now)
+            if failures:
+                failed += 1
+                print(f"FAIL  {case.file}:{case.line}  {case.name}")
+                for failure in failures:
+                    print("      " + str(failure).replace("\n", "\n      "))
+            else:
+                passed += 1
+                print(f"ok    {case.file}:{case.line}  {case.name}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -165,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("openid")
     send.add_argument("text")
     send.set_defaults(func=cmd_send)
+    test_cmd = command("test", "run the rule tests in rules/*.test.yaml")
+    test_cmd.add_argument("--time", help="fix the clock for every test, e.g. 2026-12-01T20:00")
+    test_cmd.set_defaults(func=cmd_test)
     log_cmd = command("log", "print the conversation log: pushes, rules, replies, failures, transfers")
     log_cmd.add_argument("--user", help="one user's openid")
     log_cmd.add_argument("--since", help="only the last period: 1h, 30m, 7d")

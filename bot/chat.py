@@ -21,6 +21,8 @@ HELP = """Type a message as a user would, or a command:
   /image                             an image message
   /page PATH [TITLE]                 a mini program page card
   /voice TEXT                        a voice message with this recognition text
+  /time 2026-12-01T20:00             pretend it is that time (/time now: the real clock again)
+  /user OPENID                       write as another user (each user has their own state)
   /help                              this text
   /quit                              leave (so does Ctrl-D)"""
 
@@ -28,12 +30,12 @@ CHAT_USER = "o_chat_user"
 CHAT_ACCOUNT = "gh_kefu_chat"
 
 
-def message_from_line(line: str, now: float, counter: int) -> Message | None:
+def message_from_line(line: str, now: float, counter: int, user: str = CHAT_USER) -> Message | None:
     """A chat line → the Message WeChat would push for it; None for an empty line."""
     line = line.strip()
     if not line:
         return None
-    fields: dict[str, Any] = {"ToUserName": CHAT_ACCOUNT, "FromUserName": CHAT_USER,
+    fields: dict[str, Any] = {"ToUserName": CHAT_ACCOUNT, "FromUserName": user,
                               "CreateTime": str(int(now))}
     if not line.startswith("/") or line.startswith("//"):
         fields.update(MsgType="text", Content=line[1:] if line.startswith("//") else line,
@@ -85,8 +87,9 @@ def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO | None = None,
     print(f"kefu chat: {len(ruleset.rules)} rules (version {ruleset.version}). /help for commands.",
           file=stdout)
     counter = 0
-    state: State | None = None  # the conversation state, kept between lines as the store would
-    state_until = 0.0
+    user = CHAT_USER
+    states: dict[str, tuple[State, float]] = {}  # user -> (state, until): as the store would keep them
+    fixed: datetime | None = None  # /time
     while True:
         if interactive:
             print("you> ", end="", file=stdout, flush=True)
@@ -98,18 +101,35 @@ def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO | None = None,
         if line.strip() == "/help":
             print(HELP, file=stdout)
             continue
+        command, _, argument = line.strip().partition(" ")
+        if command == "/time":
+            try:
+                fixed = None if argument.strip() in ("", "now") else datetime.fromisoformat(argument.strip())
+            except ValueError:
+                print(f"  ! /time takes a time like 2026-12-01T20:00, not {argument.strip()!r}", file=stdout)
+                continue
+            if fixed is not None and fixed.tzinfo is None:
+                fixed = fixed.replace(tzinfo=timezone)
+            print(f"  (the time is now {fixed.isoformat() if fixed else 'the real clock'})", file=stdout)
+            continue
+        if command == "/user":
+            user = argument.strip() or CHAT_USER
+            print(f"  (writing as {user})", file=stdout)
+            continue
         counter += 1
         try:
-            message = message_from_line(line, clock(), counter)
+            message = message_from_line(line, clock(), counter, user)
         except ValueError as exc:
             print(f"  ! {exc}", file=stdout)
             continue
         if message is None:
             continue
-        now = clock()
-        if state is not None and now >= state_until:
+        when = fixed or datetime.fromtimestamp(clock(), timezone)
+        now = when.timestamp()
+        state, until = states.get(user, (None, 0.0))
+        if state is not None and now >= until:
             state = None
-        decision = decide(ruleset, message, datetime.fromtimestamp(now, timezone), state)
+        decision = decide(ruleset, message, when, state)
         rule = ruleset.rule(decision.rule) if decision.rule else None
         where = f" ({rule.where})" if rule else ""
         print(f"  rule:  {decision.label}{where}", file=stdout)
@@ -128,7 +148,10 @@ def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO | None = None,
             print(f"  → sent as agent {decision.send_as}", file=stdout)
         if decision.state is not None:
             state = decision.state.new
-            state_until = now + decision.state.ttl
+            if state is None:
+                states.pop(user, None)
+            else:
+                states[user] = (state, now + decision.state.ttl)
             if state is None:
                 print("  → state cleared", file=stdout)
             else:

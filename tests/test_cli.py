@@ -191,3 +191,61 @@ def test_log_explains_the_memory_store(tmp_path, capsys):
     config = write_bot(tmp_path, GOOD)
     assert main(["log", "--config", str(config)]) == 1
     assert "memory store keeps no log" in capsys.readouterr().err
+
+
+def test_kefu_test_passes_on_the_bundled_rules(capsys):
+    assert main(["test", "--config", str(ROOT / "bot.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith("passed, 0 failed") and "FAIL" not in out
+
+
+TESTED_RULES = {"a.yaml": "rules:\n  - name: hi\n    when: {equals: [你好]}\n    reply: 您好\n"
+                          "fallback:\n  - when: {time: {hours: '09:00-18:00'}}\n    transfer: true\n"
+                          "  - reply: 下班了\n"}
+
+
+def test_kefu_test_reports_failures_with_a_diff(tmp_path, capsys):
+    write_bot(tmp_path, TESTED_RULES)
+    (tmp_path / "rules" / "a.test.yaml").write_text(
+        "tests:\n  - name: 问候\n    steps:\n      - say: 你好\n        expect: {rule: hi, reply: 你好呀}\n"
+        "      - say: 你好\n        expect: {rule: nope, transfer: true}\n", encoding="utf-8")
+    assert main(["test", "--config", str(tmp_path / "bot.yaml")]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  rules/a.test.yaml:2  问候" in out
+    assert "rules/a.test.yaml:4: 问候, step 1: replies differ" in out and "-你好呀" in out and "+您好" in out
+    assert "step 2: expected rule 'nope', got 'hi'" in out and "expected transfer True, got False" in out
+    assert out.strip().endswith("0 passed, 1 failed")
+
+
+def test_kefu_test_time_fixes_the_clock(tmp_path, capsys):
+    write_bot(tmp_path, TESTED_RULES)
+    (tmp_path / "rules" / "a.test.yaml").write_text(
+        "tests:\n  - name: 晚上\n    steps:\n      - say: 在吗\n        expect: {rule: fallback, reply: 下班了}\n",
+        encoding="utf-8")
+    assert main(["test", "--config", str(tmp_path / "bot.yaml"), "--time", "2026-12-01T20:00"]) == 0
+    assert main(["test", "--config", str(tmp_path / "bot.yaml"), "--time", "2026-12-01T10:00"]) == 1
+    capsys.readouterr()
+
+
+def test_kefu_test_names_the_line_of_a_broken_test_file(tmp_path, capsys):
+    write_bot(tmp_path, TESTED_RULES)
+    (tmp_path / "rules" / "a.test.yaml").write_text(
+        "tests:\n  - name: x\n    steps:\n      - say: a\n        image: true\n      - say: b\n"
+        "        expect: {rulez: hi}\n", encoding="utf-8")
+    assert main(["test", "--config", str(tmp_path / "bot.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "rules/a.test.yaml:4: a step has exactly one of say, event, image, page" in err
+    assert "rules/a.test.yaml:7: expect: unknown key 'rulez' (did you mean 'rule'?)" in err
+
+
+def test_chat_keeps_state_per_user_and_takes_time_and_user(monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(
+        "/time 2026-12-01T23:00\n随便问问\n退货\n/user o_other\n订单 12345678\n/user o_chat_user\n订单 12345678\n"))
+    assert main(["chat", "--config", str(ROOT / "bot.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "客服下班了" in out  # 23:00: the after-hours fallback
+    assert "→ state: awaiting_return_order for 10 min" in out
+    assert "rule:  order-number" in out  # o_other has no state
+    assert "rule:  return-order" in out and "remembered order_no='12345678'" in out  # back to the first user

@@ -147,7 +147,8 @@ class SqliteStore:
 
     def _serve(self, queue: SimpleQueue[_Call | None]) -> None:
         """The thread: open the file, run batches of calls until close() queues None, close the file."""
-        db, failure = None, None
+        db: sqlite3.Connection | None = None
+        failure: StoreError | None = None
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -354,7 +355,8 @@ def _error(what: str, exc: BaseException) -> BaseException:
     return error
 
 
-def _isolated(db: sqlite3.Connection, what: str, op: Callable[[sqlite3.Connection], Any]) -> tuple[Any, Any]:
+def _isolated(db: sqlite3.Connection, what: str,
+              op: Callable[[sqlite3.Connection], Any]) -> tuple[Any, BaseException | None]:
     """Run `op` in a savepoint: (its result, None), or rolled back alone: (None, the error for its caller).
     Raises when sqlite has rolled back the whole transaction."""
     db.execute("SAVEPOINT call")
