@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, time
 from typing import Any
@@ -54,12 +55,19 @@ def strings(check: Checker, value: Any, line: int, what: str) -> tuple[str, ...]
     return tuple(out) if out else None
 
 
+@functools.lru_cache(maxsize=65536)
+def _compile(source: str) -> re.Pattern[str]:
+    """re's own cache holds 512 patterns; a large rule set has more, and a reload would compile them all
+    again. Compiled patterns are immutable, so one process-wide cache serves every rule set."""
+    return re.compile(source)
+
+
 def patterns(check: Checker, values: tuple[str, ...], node: Any, line: int,
              where: str) -> tuple[re.Pattern[str], ...]:
     out = []
     for i, source in enumerate(values):
         try:
-            out.append(re.compile(source))
+            out.append(_compile(source))
         except re.error as exc:
             check.add(node.line_of(i) if isinstance(node, YamlList) else line,
                       f"{where}: bad regex {source!r}: {exc.msg} at position {exc.pos}")
