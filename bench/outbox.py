@@ -116,6 +116,28 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         proc.terminate()
         await proc.wait()
+        await _forget_redis_keys(stores)
+
+
+async def _forget_redis_keys(stores: list[str]) -> None:
+    """The benchmark's keys live under their own prefix: delete them so runs do not pile up in Redis."""
+    import redis.asyncio as aioredis
+
+    for url in stores:
+        if url.startswith("redis://"):
+            prefix = url.split("prefix=", 1)[1]
+            client = aioredis.from_url(url.split("?", 1)[0])
+            try:
+                batch = []
+                async for key in client.scan_iter(match=f"{prefix}*", count=5000):
+                    batch.append(key)
+                    if len(batch) >= 5000:
+                        await client.delete(*batch)
+                        batch = []
+                if batch:
+                    await client.delete(*batch)
+            finally:
+                await client.aclose()
 
 
 def main() -> None:
