@@ -95,6 +95,17 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaSettings:
+    """WeChat's send allowance per user (see bot/allowance.py)."""
+
+    enabled: bool = True
+    per_message: int = 5  # sends a user's message allows…
+    message_window: int = 48 * 3600  # …within this many seconds
+    per_event: int = 2  # sends entering the session (or subscribe/SCAN/CLICK) allows…
+    event_window: int = 60  # …within this many seconds
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     keep: int = 30 * 86400  # seconds the conversation log (and finished outbox items) are kept
 
@@ -110,6 +121,7 @@ class Settings:
     security: SecuritySettings = SecuritySettings()
     admin: AdminSettings = AdminSettings()
     outbox: OutboxSettings = OutboxSettings()
+    quota: QuotaSettings = QuotaSettings()
     log: LogSettings = LogSettings()
     allow_empty_rules: bool = False  # true: no rule files is fine (every message gets the fallback)
     timezone: ZoneInfo = TIMEZONE  # the clock of `time:` conditions and of templates' `now`
@@ -139,6 +151,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
     },
     "admin": {"token": ("secret", "")},
     "outbox": {"concurrency": ("positive", 64), "max_attempts": ("positive", 8), "lease": ("positive", 15)},
+    "quota": {"enabled": ("bool", True), "per_message": ("positive", 5), "message_window": ("duration", 172800),
+              "per_event": ("positive", 2), "event_window": ("duration", 60)},
     "log": {"keep": ("duration", 30 * 86400)},
 }
 _TOP: dict[str, tuple[str, Any]] = {
@@ -319,6 +333,7 @@ def parse_settings(text: str, filename: str, base: Path,
         security=SecuritySettings(**sections["security"]),
         admin=AdminSettings(**sections["admin"]),
         outbox=OutboxSettings(**sections["outbox"]),
+        quota=QuotaSettings(**sections["quota"]),
         log=LogSettings(**sections["log"]),
         source=filename,
         **values,

@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from . import allowance
 from .config import Settings
 from .convlog import ConversationLog
 from .dedupe import Dedupe
@@ -338,7 +339,11 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     if rt.outbox is None:
         raise RuntimeError("the app's lifecycle has not started")
     replies = split_replies(decision.replies)  # texts over ~2,000 bytes become several messages
-    if decision.passive and len(replies) == 1:
+    passive = decision.passive and len(replies) == 1
+    if rt.settings.quota.enabled and rt.api is not None:  # every push may open WeChat's send allowance
+        sends = await _within_allowance(rt, message, () if passive else replies)
+        replies = replies if passive else sends
+    if passive:
         answer = _passive(rt, push, replies[0])  # an official account's answer in the HTTP reply
     else:
         await rt.outbox.submit(message.from_user, replies, message.dedupe_key, decision.send_as)
@@ -353,6 +358,24 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
              decision.label, decision.version,
              len(replies), answer.kind, (time.perf_counter() - started) * 1000)
     return answer
+
+
+async def _within_allowance(rt: Runtime, message: Message, replies: tuple[Reply, ...]) -> tuple[Reply, ...]:
+    """The replies WeChat's send allowance still lets through; the rest are dropped and logged."""
+    now = rt.clock()
+    current = await allowance.load(rt.store, message.from_user)
+    window = allowance.opened(current, message, now, rt.settings.quota, rt.settings.wechat.platform)
+    granted, after = allowance.take(window, len(replies), now)
+    if allowance.changed(current, after):
+        await allowance.save(rt.store, message.from_user, after, now)
+    if granted < len(replies):
+        dropped = replies[granted:]
+        log.warning("send allowance of %s used up: %d repl%s dropped (they would fail with 45047)",
+                    short_user(message.from_user), len(dropped), "y" if len(dropped) == 1 else "ies")
+        rt.conversation.add(*(LogEntry(now, message.from_user, "failed", r.kind, getattr(r, "content", ""),
+                                       errcode=45047, detail="dropped: send allowance used up")
+                              for r in dropped))
+    return replies[:granted]
 
 
 def _log_push(rt: Runtime, message: Message, decision: Decision, answer: Answer,

@@ -200,7 +200,8 @@ async def test_event_key_regex_captures(oa):
      "会话事件 kf_switch_session b@shop"),
 ])
 async def test_agent_session_events_can_be_matched(oa, fake, event, extra, expected):
-    assert await (await oa.push(xml_push(event_fields(event, **extra)))).text() == "success"
+    await oa.push(xml_push(text_fields("你好")))  # the user wrote (which opens WeChat's send allowance)…
+    assert await (await oa.push(xml_push(event_fields(event, **extra)))).text() == "success"  # …then agents
     assert (await fake.wait_sent(1))[0]["text"]["content"] == expected
 
 
