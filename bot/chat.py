@@ -7,13 +7,14 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from .config import TIMEZONE
 from .engine import RuleSet, decide
-from .messages import Message, Reply, State, TextReply
+from .messages import MediaFile, Message, Reply, State, TextReply
 from .protocol.wire import message_from_fields
 
 HELP = """Type a message as a user would, or a command:
@@ -74,7 +75,15 @@ def describe_reply(reply: Reply) -> str:
 
 
 def vars_of(reply: Reply) -> dict[str, Any]:
-    return {name: getattr(reply, name) for name in reply.__dataclass_fields__}
+    """The reply's fields worth showing: files by name (uploaded when sent), no empty ids."""
+    out: dict[str, Any] = {}
+    for name in reply.__dataclass_fields__:
+        value = getattr(reply, name)
+        if isinstance(value, MediaFile):
+            out[name] = Path(value.path).name
+        elif value not in ("", None) or name not in ("media_id", "thumb_media_id", "appid"):
+            out[name] = value
+    return out
 
 
 def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO | None = None,

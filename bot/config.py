@@ -116,6 +116,7 @@ class Settings:
     server: ServerSettings = ServerSettings()
     rules: Path = Path("rules")
     templates: Path = Path("templates")
+    media: Path = Path("media")  # image files replies can send (templates/ works too)
     store: str = field(default="memory://", repr=False)  # may hold a password: see store_display
     vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     security: SecuritySettings = SecuritySettings()
@@ -158,6 +159,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
 _TOP: dict[str, tuple[str, Any]] = {
     "rules": ("path", "rules"),
     "templates": ("path", "templates"),
+    "media": ("path", "media"),
     "store": ("store", "memory://"),
     "vars": ("map", {}),
     "allow_empty_rules": ("bool", False),

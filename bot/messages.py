@@ -161,6 +161,15 @@ class UnknownMessage(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class MediaFile:
+    """An image file a reply sends: uploaded once, its media_id cached by content (`digest`)."""
+
+    path: str
+    digest: str  # sha256 of the content
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """Something the bot sends to a user."""
 
@@ -176,6 +185,7 @@ class TextReply(Reply):
 @dataclass(frozen=True, slots=True)
 class ImageReply(Reply):
     media_id: str
+    file: MediaFile | None = None  # an image file to upload (media_id is found when it is sent)
     kind = "image"
 
 
@@ -194,6 +204,7 @@ class MiniProgramPageReply(Reply):
     pagepath: str
     thumb_media_id: str
     appid: str | None = None  # required on official accounts, absent on mini programs
+    thumb_file: MediaFile | None = None  # a thumbnail file to upload instead of thumb_media_id
     kind = "miniprogrampage"
 
 
@@ -306,7 +317,11 @@ def reply_to_dict(reply: Reply) -> dict[str, Any]:
     data: dict[str, Any] = {"kind": reply.kind}
     for name in reply.__dataclass_fields__:  # type: ignore[attr-defined]
         value = getattr(reply, name)
-        data[name] = [list(v) for v in value] if name == "options" else value
+        if name == "options":
+            value = [list(v) for v in value]
+        elif isinstance(value, MediaFile):
+            value = {"path": value.path, "digest": value.digest, "size": value.size}
+        data[name] = value
     return data
 
 
@@ -315,4 +330,7 @@ def reply_from_dict(data: dict[str, Any]) -> Reply:
     cls = REPLY_TYPES[values.pop("kind")]
     if "options" in values:
         values["options"] = tuple(tuple(v) for v in values["options"])
+    for name in ("file", "thumb_file"):
+        if isinstance(values.get(name), dict):
+            values[name] = MediaFile(**values[name])
     return cls(**values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from typing import Any
 from .config import Settings, load_settings
 from .engine import RuleSet, SourceFile, compile_ruleset
 from .errors import Problem, RulesError, SourceError
+from .messages import MediaFile
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,39 @@ def read_template_files(folder: Path, base: Path, problems: list[Problem]) -> li
     return out
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
+MAX_IMAGE_BYTES = 2 * 1024 * 1024  # WeChat's limit for an uploaded image
+
+
+def read_media(settings: Settings) -> dict[str, MediaFile | str]:
+    """Every image under the media folder and the templates folder, by its path inside the folder (the media
+    folder wins a tie): a MediaFile, or why it cannot be sent."""
+    found: dict[str, MediaFile | str] = {}
+    for folder in (settings.templates, settings.media):
+        if not folder.is_dir():
+            continue
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in files:
+                path = Path(root) / name
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    found[path.relative_to(folder).as_posix()] = _media_file(path)
+    return found
+
+
+def _media_file(path: Path) -> MediaFile | str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if len(data) > MAX_IMAGE_BYTES:
+        return f"is {len(data) // 1024} KB; WeChat takes images up to 2 MB"
+    if not data.startswith(IMAGE_MAGIC):
+        return "is not a PNG, JPEG or GIF image"
+    return MediaFile(str(path.resolve()), hashlib.sha256(data).hexdigest(), len(data))
+
+
 def _fingerprint(settings: Settings) -> tuple[tuple[str, int, int], ...]:
     """Name, mtime and size of every source file: what tells that the sources changed while being read."""
     paths = (_rule_paths(settings.rules) if settings.rules.is_dir() else []) + \
@@ -142,7 +177,7 @@ def load_ruleset(settings: Settings, previous: RuleSet | None = None) -> RuleSet
     label = display_name(settings.templates, base) + "/"
     try:
         ruleset = compile_ruleset(rule_files, template_files, settings.vars, settings.wechat.platform,
-                                  templates_label=label, previous=previous)
+                                  templates_label=label, previous=previous, media=read_media(settings))
     except RulesError as exc:
         raise RulesError([*problems, *exc.problems]) from None
     if problems:
@@ -200,7 +235,7 @@ class RulesHolder:
 RETIRE_AFTER = 60.0  # seconds a replaced rule set stays usable for requests that still hold it
 
 # bot.yaml settings a running bot takes live; every other change is reported as "needs restart".
-LIVE_SETTINGS = ("rules", "templates", "vars", "allow_empty_rules")  # timezone: restart (the server's clock)
+LIVE_SETTINGS = ("rules", "templates", "media", "vars", "allow_empty_rules")  # timezone: restart (the server's clock)
 
 
 def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:

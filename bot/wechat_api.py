@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -20,6 +21,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,6 +32,7 @@ from .messages import (
     CardReply,
     ImageReply,
     LinkReply,
+    MediaFile,
     MenuReply,
     MiniProgramPageReply,
     MusicReply,
@@ -48,6 +51,8 @@ RETRYABLE_ERRORS = frozenset({-1})
 LOCK_TTL = 15.0  # seconds: the shared refresh lock (a token fetch takes well under that)
 SHARED_POLL = 0.1  # seconds between looks for the token another instance is fetching
 FAILED_FETCH_PAUSE = 30.0  # seconds to remember that WeChat refused a token (the token API has a quota)
+INVALID_MEDIA = 40007
+MEDIA_TTL = 3 * 86400 - 3600  # WeChat keeps an upload 3 days
 ERRCODE_WORDS: Mapping[int, str] = {
     -1: "WeChat is busy; try again",
     0: "ok",
@@ -255,14 +260,17 @@ class WeChatAPI:
         self.retry = retry or RetryPolicy()
         self.base = settings.api_base.rstrip("/")
         self.tokens = TokenManager(self, clock, store)
+        self.store = store if store is not None and store.shared else None
+        self._media: dict[str, str] = {}  # media cache in this process (the store's is shared)
+        self._media_locks: dict[str, asyncio.Lock] = {}
         self._timeout = aiohttp.ClientTimeout(total=self.retry.timeout)
 
     def __repr__(self) -> str:
         return f"WeChatAPI(appid={self.settings.appid!r}, base={self.base!r})"
 
     async def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-                       body: bytes | None = None) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
+                       body: bytes | aiohttp.FormData | None = None) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json; charset=utf-8"} if isinstance(body, bytes) else None
         try:
             async with self.session.request(method, self.base + path, params=params, data=body,
                                             headers=headers, timeout=self._timeout) as resp:
@@ -342,9 +350,66 @@ class WeChatAPI:
             return data, attempts
 
     async def send(self, touser: str, reply: Reply, send_as: str | None = None) -> SendResult:
-        """Send one customer-service message. Never raises for WeChat's or the network's failures."""
-        body = build_send_body(touser, reply, self.settings.platform, send_as)
-        return await self.send_body(body)
+        """Send one customer-service message. Never raises for WeChat's or the network's failures. An image
+        file is uploaded first (once: its media_id is cached); a 40007 (WeChat forgot the media) uploads it
+        again and sends once more."""
+        media = _media_of(reply)
+        for attempt in (1, 2):
+            if media is not None:
+                try:
+                    reply = _with_media_id(reply, await self.media_id(media, fresh=attempt == 2))
+                except WeChatAPIError as exc:
+                    return SendResult(ok=False, errcode=exc.errcode, errmsg=f"upload failed: {exc.errmsg}")
+            result = await self.send_body(build_send_body(touser, reply, self.settings.platform, send_as))
+            if result.errcode != INVALID_MEDIA or media is None:
+                return result
+            log.warning("WeChat API: media of %s expired (40007); uploading it again", Path(media.path).name)
+        return result
+
+    async def media_id(self, media: MediaFile, fresh: bool = False) -> str:
+        """The media_id of an image file: from the cache (the store, shared by every instance), else uploaded.
+        WeChat keeps uploads 3 days; the cache forgets them an hour earlier."""
+        key = f"media:{media.digest}"
+        lock = self._media_locks.setdefault(media.digest, asyncio.Lock())
+        async with lock:  # many sends of one new image: one upload
+            if not fresh:
+                cached = self._media.get(key)
+                if cached is None and self.store is not None:
+                    cached = await self.tokens._shared(self.store.get(key), None)
+                if cached:
+                    self._media[key] = cached
+                    return cached
+            media_id = await self.upload_image(media)
+            self._media[key] = media_id
+            if self.store is not None:
+                await self.tokens._shared(self.store.set(key, media_id, MEDIA_TTL), None)
+            return media_id
+
+    async def upload_image(self, media: MediaFile) -> str:
+        """Upload an image through /cgi-bin/media/upload; raises WeChatAPIError."""
+        data = await asyncio.to_thread(Path(media.path).read_bytes)
+        name = Path(media.path).name
+        refreshed = False
+        while True:
+            token = await self.tokens.get()
+
+            def form() -> aiohttp.FormData:  # a FormData is spent by one request: a new one per attempt
+                f = aiohttp.FormData()
+                f.add_field("media", data, filename=name, content_type="application/octet-stream")
+                return f
+
+            answer, _ = await self._with_retries(lambda t=token: self._request(
+                "POST", "/cgi-bin/media/upload", params={"access_token": t, "type": "image"}, body=form()))
+            errcode = _errcode(answer)
+            if errcode in TOKEN_ERRORS and not refreshed:
+                self.tokens.invalidate(token)
+                refreshed = True
+                continue
+            media_id = answer.get("media_id")
+            if errcode != 0 or not isinstance(media_id, str) or not media_id:
+                raise WeChatAPIError(errcode or None, str(answer.get("errmsg", "no media_id")))
+            log.info("WeChat API: uploaded %s (%d KB)", name, media.size // 1024)
+            return media_id
 
     async def send_body(self, body: bytes) -> SendResult:
         try:
@@ -354,6 +419,20 @@ class WeChatAPI:
         errcode = _errcode(data)
         return SendResult(ok=errcode == 0, errcode=errcode, errmsg=str(data.get("errmsg", "")),
                           attempts=attempts)
+
+
+def _media_of(reply: Reply) -> MediaFile | None:
+    if isinstance(reply, ImageReply) and reply.file is not None:
+        return reply.file
+    if isinstance(reply, MiniProgramPageReply) and reply.thumb_file is not None:
+        return reply.thumb_file
+    return None
+
+
+def _with_media_id(reply: Reply, media_id: str) -> Reply:
+    if isinstance(reply, ImageReply):
+        return dataclasses.replace(reply, media_id=media_id)
+    return dataclasses.replace(reply, thumb_media_id=media_id)
 
 
 def _errcode(data: Mapping[str, Any]) -> int:

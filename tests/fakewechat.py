@@ -82,7 +82,32 @@ class FakeWeChat:
         app.router.add_get("/cgi-bin/token", self._token)
         app.router.add_post("/cgi-bin/stable_token", self._stable_token)
         app.router.add_post("/cgi-bin/message/custom/send", self._send)
+        app.router.add_post("/cgi-bin/media/upload", self._upload)
         return app
+
+    def forget_media(self) -> None:
+        """As if 3 days had passed: every media_id handed out so far is unknown now (40007)."""
+        self.media_ids.clear()
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        if not hasattr(self, "media_ids"):
+            self.media_ids = set()
+        form = await request.post()
+        call = Call(request.path, dict(request.query), {"fields": sorted(form)}, b"")
+        self.calls.append(call)
+        async with self._changed:
+            self._changed.notify_all()
+        queue = self.failures.get(request.path)
+        failure = queue.popleft() if queue else None
+        if request.query.get("access_token") not in self.valid_tokens:
+            normal: dict[str, Any] = {"errcode": 40001, "errmsg": "invalid credential"}
+        elif "media" not in form or request.query.get("type") != "image":
+            normal = {"errcode": 41005, "errmsg": "media data missing"}
+        else:
+            media_id = f"UPLOADED_{next(self._ids)}"
+            self.media_ids.add(media_id)
+            normal = {"type": "image", "media_id": media_id, "created_at": 1714112445}
+        return await self._answer(request, call, failure, normal)
 
     async def _record(self, request: web.Request) -> tuple[Call, Failure | None]:
         raw = await request.read()
@@ -157,6 +182,14 @@ class FakeWeChat:
             normal = {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"}
         elif not isinstance(call.body, dict) or "touser" not in call.body or "msgtype" not in call.body:
             normal = {"errcode": 44002, "errmsg": "empty post data"}
+        elif _media_id_of(call.body) is not None and _media_id_of(call.body) not in getattr(self, "media_ids", ()):
+            normal = {"errcode": 40007, "errmsg": "invalid media_id"}
         else:
             normal = {"errcode": 0, "errmsg": "ok"}
         return await self._answer(request, call, failure, normal)
+
+
+def _media_id_of(body: dict[str, Any]) -> str | None:
+    """The uploaded media a send refers to (UPLOADED_… ids: tests also use made-up ids that need no upload)."""
+    value = (body.get("image") or {}).get("media_id") or (body.get("miniprogrampage") or {}).get("thumb_media_id")
+    return value if isinstance(value, str) and value.startswith("UPLOADED_") else None

@@ -194,11 +194,13 @@ def compile_ruleset(
     platform: str = "miniprogram",
     templates_label: str = "templates/",
     previous: RuleSet | None = None,
+    media: Mapping[str, Any] | None = None,
 ) -> RuleSet:
     """Compile everything, or raise RulesError listing every problem found. With `previous` (the rule set
     being replaced), templates whose source did not change reuse its compiled code."""
     compiler = _Compiler(template_files, platform, templates_label,
                          previous.compiled if previous is not None else None)
+    compiler.media = dict(media or {})
     compiler.check_template_files(template_files)
     problems = compiler.problems
     ordered: list[tuple[int, int, int, Rule]] = []

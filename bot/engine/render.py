@@ -71,13 +71,24 @@ class FieldsTemplate(ReplyTemplate):
     reply_type: type[Reply]
     fields: tuple[tuple[str, Text | None], ...]
     skip_if_empty: str | None = None
+    extra: tuple[tuple[str, Any], ...] = ()  # fixed values (e.g. a thumbnail file)
 
     def render(self, context: Mapping[str, Any]) -> Reply | None:
         values = {name: text.render(context).strip() if text is not None else None
                   for name, text in self.fields}
         if self.skip_if_empty and not values[self.skip_if_empty]:
             return None
-        return self.reply_type(**values)
+        return self.reply_type(**values, **dict(self.extra))
+
+
+@dataclass(frozen=True, slots=True)
+class ConstantReply(ReplyTemplate):
+    """A reply with nothing to render (e.g. an image file)."""
+
+    reply: Reply
+
+    def render(self, context: Mapping[str, Any]) -> Reply | None:
+        return self.reply
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from ..messages import (
     CardReply,
     ImageReply,
     LinkReply,
+    MediaFile,
     MiniProgramPageReply,
     MusicReply,
     NewsReply,
@@ -24,6 +25,7 @@ from ..messages import (
 from ..yamlsrc import Checker, YamlList, YamlMap, did_you_mean, type_name
 from .render import (
     CONTEXT_NAMES,
+    ConstantReply,
     FieldsTemplate,
     MenuTemplate,
     ReplyTemplate,
@@ -46,7 +48,7 @@ MAPPING_KINDS: dict[str, tuple[type[Reply], dict[str, tuple[str, bool]]]] = {
                          "url": ("url", True), "thumb_url": ("thumb_url", False)}),
     "miniprogrampage": (MiniProgramPageReply, {
         "title": ("title", True), "pagepath": ("pagepath", True),
-        "thumb_media_id": ("thumb_media_id", True), "appid": ("appid", False)}),
+        "thumb_media_id": ("thumb_media_id", False), "thumb": ("thumb_file", False), "appid": ("appid", False)}),
     "video": (VideoReply, {"media_id": ("media_id", True), "title": ("title", False),
                            "description": ("description", False),
                            "thumb_media_id": ("thumb_media_id", False)}),
@@ -57,6 +59,7 @@ MAPPING_KINDS: dict[str, tuple[type[Reply], dict[str, tuple[str, bool]]]] = {
                          "url": ("url", True), "picurl": ("pic_url", False)}),
 }
 REPLY_KINDS = ("text", "template", *SCALAR_KINDS, *MAPPING_KINDS, "msgmenu")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
 MENU_KEYS = ("head_content", "list", "tail_content")
 
 
@@ -70,6 +73,7 @@ class ReplyCompiler:
         self.env: SandboxedEnvironment = make_environment(self.loader)
         self.jinja = TemplateCompiler(self.env, previous)
         self.problems: list[Problem] = []
+        self.media: dict[str, Any] = {}  # image files by name: MediaFile, or why one cannot be sent
 
     # ---- templates -------------------------------------------------------------------------------
 
@@ -171,6 +175,9 @@ class ReplyCompiler:
             return TextTemplate(text) if text else None
         if kind == "template":
             return self.template_reply(check, value, line, where)
+        if kind == "image" and isinstance(value, str) and value.strip().lower().endswith(IMAGE_SUFFIXES):
+            media = self.media_file(check, value.strip(), line, f"{where}: image")
+            return ConstantReply(ImageReply("", media)) if media is not None else None
         if kind in SCALAR_KINDS:
             reply_type, field, what = SCALAR_KINDS[kind]
             text = self.text(check, value, line, f"{where}: {kind} ({what})")
@@ -184,7 +191,28 @@ class ReplyCompiler:
         if kind == "miniprogrampage" and self.platform == "official_account" and fields["appid"] is None:
             check.add(line, f"{where}: miniprogrampage needs 'appid' on an official account")
             return None
+        if kind == "miniprogrampage":
+            thumb = fields.pop("thumb_file")
+            if thumb is None and not fields["thumb_media_id"].constant and fields["thumb_media_id"].template is None:
+                check.add(line, f"{where}: miniprogrampage needs 'thumb_media_id' or 'thumb' (an image file)")
+                return None
+            if thumb is not None:
+                media = self.media_file(check, thumb.constant or "", line, f"{where}: miniprogrampage thumb")
+                if media is None:
+                    return None
+                return FieldsTemplate(reply_type, tuple(fields.items()), extra=(("thumb_file", media),))
         return FieldsTemplate(reply_type, tuple(fields.items()))
+
+    def media_file(self, check: Checker, name: str, line: int, what: str) -> MediaFile | None:
+        found = self.media.get(name)
+        if isinstance(found, MediaFile):
+            return found
+        if found is None:
+            check.add(line, f"{what}: {name!r} not found in the media or templates folder"
+                            f"{did_you_mean(name, [k for k, v in self.media.items() if isinstance(v, MediaFile)])}")
+        else:
+            check.add(line, f"{what}: {name!r} {found}")
+        return None
 
     def template_reply(self, check: Checker, value: Any, line: int, where: str) -> ReplyTemplate | None:
         if not isinstance(value, str) or not value.strip():
@@ -211,7 +239,7 @@ class ReplyCompiler:
                 if required:
                     check.add(line, f"{where} needs '{key}'")
                     ok = False
-                out[field] = None if key == "appid" else Text(constant="")
+                out[field] = None if key in ("appid", "thumb") else Text(constant="")
                 continue
             text = self.text(check, value[key], value.value_line_of(key), f"{where}: {key}")
             ok = ok and text is not None
