@@ -106,6 +106,11 @@ class QuotaSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HandoffSettings:
+    quiet: int = 1800  # seconds the bot stays quiet for a user after handing them to agents (0: never)
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     keep: int = 30 * 86400  # seconds the conversation log (and finished outbox items) are kept
 
@@ -123,6 +128,7 @@ class Settings:
     admin: AdminSettings = AdminSettings()
     outbox: OutboxSettings = OutboxSettings()
     quota: QuotaSettings = QuotaSettings()
+    handoff: HandoffSettings = HandoffSettings()
     log: LogSettings = LogSettings()
     allow_empty_rules: bool = False  # true: no rule files is fine (every message gets the fallback)
     timezone: ZoneInfo = TIMEZONE  # the clock of `time:` conditions and of templates' `now`
@@ -154,6 +160,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
     "outbox": {"concurrency": ("positive", 64), "max_attempts": ("positive", 8), "lease": ("positive", 15)},
     "quota": {"enabled": ("bool", True), "per_message": ("positive", 5), "message_window": ("duration", 172800),
               "per_event": ("positive", 2), "event_window": ("duration", 60)},
+    "handoff": {"quiet": ("duration", 1800)},
     "log": {"keep": ("duration", 30 * 86400)},
 }
 _TOP: dict[str, tuple[str, Any]] = {
@@ -336,6 +343,7 @@ def parse_settings(text: str, filename: str, base: Path,
         admin=AdminSettings(**sections["admin"]),
         outbox=OutboxSettings(**sections["outbox"]),
         quota=QuotaSettings(**sections["quota"]),
+        handoff=HandoffSettings(**sections["handoff"]),
         log=LogSettings(**sections["log"]),
         source=filename,
         **values,

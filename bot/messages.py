@@ -299,6 +299,7 @@ class Decision:
     kf_account: str | None = None  # transfer to this agent (official accounts)
     send_as: str | None = None  # API sends appear from this agent (customservice.kf_account)
     state: StateChange | None = None  # None: the user's state stays as it is
+    quiet: bool = False  # the user is with human agents: answer success, send nothing
 
     @property
     def label(self) -> str:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -40,7 +41,15 @@ from .protocol.wire import passive_fields, transfer_fields
 from .reload import Reloader, RulesHolder, load_ruleset
 from .store import LogEntry, Store, open_store
 from .store.health import StoreHealth
-from .store.state import load_state, save_state
+from .store.state import (
+    end_handoff,
+    in_handoff,
+    load_cooldowns,
+    load_state,
+    save_cooldown,
+    save_state,
+    start_handoff,
+)
 from .textsplit import split_replies
 from .watch import watch
 from .wechat_api import RetryPolicy, WeChatAPI
@@ -331,8 +340,8 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     message = push.message
     ruleset = rt.rules.current  # one snapshot for the whole push
     now = datetime.fromtimestamp(rt.clock(), rt.settings.timezone)
-    state = await load_state(rt.store, message.from_user) if ruleset.uses_state else None
-    decision = decide(ruleset, message, now, state)
+    state, cooling, handoff = await _load_user(rt, ruleset, message)
+    decision = decide(ruleset, message, now, state, cooling=frozenset(cooling), handoff=handoff)
     if decision.error:
         log.error("rule %s failed to render its reply (%s); %s", decision.label, decision.error,
                   "handing over to agents" if decision.transfer else "nothing sent")
@@ -350,6 +359,7 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
         answer = _transfer(rt, push, decision.kf_account) if decision.transfer else SUCCESS
     if decision.state is not None:
         await save_state(rt.store, message.from_user, decision.state)
+    await _after(rt, ruleset, message, decision, answer, cooling)
     await rt.store.put_answer(message.dedupe_key, answer.to_bytes(), DEDUPE_TTL)
     rt.health.ok()
     _log_push(rt, message, decision, answer, replies)
@@ -358,6 +368,34 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
              decision.label, decision.version,
              len(replies), answer.kind, (time.perf_counter() - started) * 1000)
     return answer
+
+
+async def _load_user(rt: Runtime, ruleset: RuleSet, message: Message) -> tuple[Any, dict[str, float], bool]:
+    """What decide needs to know about the user, read from the store at once (one round trip on Redis,
+    one batch on SQLite) — and only what the rules and settings use."""
+    user, now = message.from_user, rt.clock()
+
+    async def nothing() -> None:
+        return None
+
+    state, cooling, handoff = await asyncio.gather(
+        load_state(rt.store, user) if ruleset.uses_state else nothing(),
+        load_cooldowns(rt.store, user, now) if ruleset.uses_cooldown else nothing(),
+        in_handoff(rt.store, user) if rt.settings.handoff.quiet and not message.is_event else nothing())
+    return state, cooling or {}, bool(handoff)
+
+
+async def _after(rt: Runtime, ruleset: RuleSet, message: Message, decision: Decision, answer: Answer,
+                 cooling: dict[str, float]) -> None:
+    """Remember what this answer means for the user's next messages."""
+    user, now = message.from_user, rt.clock()
+    if answer.kind == "transfer" and rt.settings.handoff.quiet:
+        await start_handoff(rt.store, user, rt.settings.handoff.quiet)
+    elif message.is_event and getattr(message, "event", "") == "kf_close_session" and rt.settings.handoff.quiet:
+        await end_handoff(rt.store, user)  # the agent closed the session: the bot answers again
+    rule = ruleset.rule(decision.rule) if decision.rule and ruleset.uses_cooldown else None
+    if rule is not None and rule.cooldown:
+        await save_cooldown(rt.store, user, cooling, rule.name, now + rule.cooldown, now)
 
 
 async def _within_allowance(rt: Runtime, message: Message, replies: tuple[Reply, ...]) -> tuple[Reply, ...]:

@@ -44,7 +44,7 @@ async def say(bot, fake, content: str, msg_id: int) -> tuple[str, str | None]:
 
 
 async def test_a_conversation_through_real_pushes(make_bot, fake):
-    bot = await make_bot(FLOW)
+    bot = await make_bot(FLOW, config="handoff:\n  quiet: 0\n")  # what follows the transfer is about state
     assert await say(bot, fake, "状态", 1) == ("success", "none")
     assert await say(bot, fake, "我要退货", 2) == ("success", "请发送订单号")
     assert await say(bot, fake, "状态", 3) == ("success", "awaiting_order")

@@ -242,7 +242,7 @@ def test_delivery_mistakes_are_refused_with_file_and_line(platform, rule, messag
 
 async def test_secrets_never_reach_logs_or_reprs_in_a_full_safe_mode_flow(make_bot, fake, caplog):
     caplog.set_level(logging.DEBUG)
-    bot = await make_bot(RULES, wechat=OA + f"  encoding_aes_key: {AES_KEY}\n")
+    bot = await make_bot(RULES, wechat=OA + f"  encoding_aes_key: {AES_KEY}\n", config="handoff:\n  quiet: 0\n")
     for text in ["两条", "你好", "找小王"]:
         body, query = encrypted_push(xml_push(text_fields(text)), "xml")
         assert (await bot.push(body, query=query)).status == 200

@@ -119,7 +119,7 @@ async def test_folders_that_appear_later(make_bot, fake, tmp_path):
     write_bot(tmp_path, {}, config="allow_empty_rules: true\n", api_base=fake.base)
     (tmp_path / "rules").rmdir()
     (tmp_path / "templates").rmdir()
-    bot = await make_bot({}, config="allow_empty_rules: true\n", watch=True)
+    bot = await make_bot({}, config="allow_empty_rules: true\nhandoff:\n  quiet: 0\n", watch=True)
     (tmp_path / "rules").rmdir()
     (tmp_path / "templates").rmdir()
     await asyncio.wait_for(bot.runtime.watching.wait(), 10)

@@ -459,7 +459,8 @@ async def test_log_lines_cannot_be_forged_from_a_push(bot, caplog):
     assert len(lines) == 1 and "\n" not in lines[0] and "evil\\x0ainfo" in lines[0]
 
 
-async def test_the_conversation_log_records_pushes_replies_failures_and_transfers(bot, fake):
+async def test_the_conversation_log_records_pushes_replies_failures_and_transfers(make_bot, fake):
+    bot = await make_bot(RULES, templates=TEMPLATES, config="handoff:\n  quiet: 0\n")
     fake.fail("/cgi-bin/message/custom/send", Failure(errcode=45015))
     await bot.push(xml_push(text_fields("订单号：2024060112345678")))
     await bot.push(xml_push(text_fields("随便问问")))

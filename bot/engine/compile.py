@@ -21,7 +21,7 @@ from .when import NORMALIZE, compile_when
 
 FILE_KEYS = ("rules", "fallback")
 ACTION_KEYS = ("reply", "transfer", "via", "kf_account", "send_as", "set_state", "ttl", "remember", "clear_state")
-RULE_KEYS = ("name", "when", "priority", "normalize", *ACTION_KEYS)
+RULE_KEYS = ("name", "when", "priority", "normalize", "cooldown", "during_handoff", *ACTION_KEYS)
 FALLBACK_KEYS = ACTION_KEYS
 DEFAULT_STATE_TTL = 600  # seconds: a conversation state lasts 10 minutes unless the rule says otherwise
 VIA = ("passive", "api")
@@ -69,9 +69,16 @@ class _Compiler(ReplyCompiler):
         if isinstance(priority, bool) or not isinstance(priority, int):
             check.add(item.line_of("priority"), f"{where}: 'priority' must be a whole number")
             priority = 0
+        cooldown = 0.0
+        if "cooldown" in item:
+            cooldown = float(parse_duration(item["cooldown"]) or 0)
+            if not cooldown:
+                check.add(item.line_of("cooldown"), f"{where}: 'cooldown' must be a duration like 10m, 1h or 1d")
+        during_handoff = self.flag(check, item, "during_handoff", False, where)
         if when is None or action is None:
             return None
-        return Rule(name=name, file=file, line=line, priority=priority, when=when, **action)
+        return Rule(name=name, file=file, line=line, priority=priority, when=when, cooldown=cooldown,
+                    during_handoff=during_handoff, **action)
 
     def fallbacks(self, check: Checker, value: Any, line: int, file: str) -> tuple[Fallback, ...] | None:
         """`fallback:` is one mapping, or a list of them tried in order, each with an optional `when:`
@@ -255,6 +262,7 @@ def compile_ruleset(
     return RuleSet(
         rules=tuple(entry[3] for entry in ordered),
         fallbacks=fallbacks or (Fallback(),),
+        uses_cooldown=any(o[3].cooldown for o in ordered),
         uses_state=any(r.state is not None or _reads_state(r.when) for r in (o[3] for o in ordered))
         or any(f.state is not None or (f.when is not None and _reads_state(f.when)) for f in fallbacks or ()),
         vars=MappingProxyType(dict(vars or {})),

@@ -17,11 +17,15 @@ from .ruleset import Fallback, Rule, RuleSet, StateSpec
 log = logging.getLogger(__name__)
 
 
-def find_rule(ruleset: RuleSet, message: Message, now: datetime,
-              state: State | None = None) -> tuple[Rule | None, dict[str, Any], Subject]:
-    """The first rule that matches, with its captures; (None, {}, …) when none does."""
+def find_rule(ruleset: RuleSet, message: Message, now: datetime, state: State | None = None,
+              cooling: frozenset[str] = frozenset(),
+              handoff: bool = False) -> tuple[Rule | None, dict[str, Any], Subject]:
+    """The first rule that matches, with its captures; (None, {}, …) when none does. Rules cooling down for
+    this user are skipped; while the user is with agents (`handoff`), only rules marked during_handoff run."""
     subject = Subject.of(message, now, state)
     for rule in ruleset.rules:
+        if (cooling and rule.name in cooling) or (handoff and not rule.during_handoff):
+            continue
         captures = rule.when.test(subject)
         if captures is not None:
             return rule, captures, subject
@@ -38,13 +42,17 @@ def _fallback(ruleset: RuleSet, subject: Subject) -> Fallback:
 DEFAULT_FALLBACK = Fallback()
 
 
-def decide(ruleset: RuleSet, message: Message, now: datetime, state: State | None = None) -> Decision:
+def decide(ruleset: RuleSet, message: Message, now: datetime, state: State | None = None, *,
+           cooling: frozenset[str] = frozenset(), handoff: bool = False) -> Decision:
     """Decide what to do with one message in the user's conversation `state`. Pure: the clock comes in as
     `now`, the state as `state`; a state change comes back in the Decision for the caller to store.
 
     Events are never transferred. A reply that fails to render is never sent half-made: the user is handed to
     human agents instead (for an event, nothing is sent) and the error is in the Decision."""
-    rule, captures, subject = find_rule(ruleset, message, now, state)
+    handoff = handoff and not message.is_event  # the quiet is for what users write while with agents
+    rule, captures, subject = find_rule(ruleset, message, now, state, cooling, handoff)
+    if rule is None and handoff:
+        return Decision(rule=None, version=ruleset.version, quiet=True)  # agents answer: the bot says nothing
     if rule is None and message.is_event:
         # The fallback answers what users write. An event no rule names (LOCATION every few seconds,
         # VIEW, unsubscribe, TEMPLATESENDJOBFINISH, …) is acknowledged and nothing is sent.

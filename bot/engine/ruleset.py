@@ -33,6 +33,8 @@ class Rule:
     kf_account: str | None = None  # transfer to this agent
     send_as: str | None = None  # API sends appear from this agent
     state: StateSpec | None = None
+    cooldown: float = 0.0  # seconds: answer the same user at most once per period (0: always)
+    during_handoff: bool = False  # may answer while the user is with human agents
 
     @property
     def where(self) -> str:
@@ -68,6 +70,7 @@ class RuleSet:
     parsed: Mapping[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
     jinja: tuple[Any, ...] = field(default=(), repr=False, compare=False)  # its compiled Jinja templates
     uses_state: bool = False  # some rule reads or changes the conversation state (so the server loads it)
+    uses_cooldown: bool = False  # some rule has a cooldown (so the server loads the user's cooldowns)
 
     def retire(self) -> None:
         """Free this rule set's templates by reference counting (see engine.templates.release). Only for a

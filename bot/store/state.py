@@ -30,3 +30,43 @@ async def save_state(store: Store, user: str, change: StateChange) -> None:
     else:
         await store.set(state_key(user), json.dumps({"name": change.new.name, "values": dict(change.new.values)},
                                                     ensure_ascii=False), change.ttl)
+
+
+# ---- handoff: the user is with human agents ------------------------------------------------------------
+
+def handoff_key(user: str) -> str:
+    return f"handoff:{user}"
+
+
+async def in_handoff(store: Store, user: str) -> bool:
+    return bool(await store.get(handoff_key(user)))
+
+
+async def start_handoff(store: Store, user: str, quiet: float) -> None:
+    await store.set(handoff_key(user), "1", quiet)
+
+
+async def end_handoff(store: Store, user: str) -> None:
+    await store.delete(handoff_key(user))
+
+
+# ---- cooldowns: rules that answered this user recently -------------------------------------------------
+
+def cooldown_key(user: str) -> str:
+    return f"cooldowns:{user}"
+
+
+async def load_cooldowns(store: Store, user: str, now: float) -> dict[str, float]:
+    """rule name → until, for the rules still cooling down for this user."""
+    raw = await store.get(cooldown_key(user))
+    try:
+        data = json.loads(raw) if raw else {}
+        return {str(k): float(v) for k, v in data.items() if float(v) > now}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+async def save_cooldown(store: Store, user: str, cooling: dict[str, float], rule: str, until: float,
+                        now: float) -> None:
+    cooling = {**cooling, rule: until}
+    await store.set(cooldown_key(user), json.dumps(cooling), max(1.0, max(cooling.values()) - now))
