@@ -260,6 +260,13 @@ class CardReply(Reply):
     kind = "wxcard"
 
 
+@dataclass(frozen=True, slots=True)
+class TypingReply(Reply):
+    """Not a message: shows "typing…" to the user (for up to 15 s, or until the next message)."""
+
+    kind = "typing"
+
+
 # What an official account may answer passively, in the HTTP answer itself.
 PASSIVE_KINDS = frozenset({"text", "image", "voice", "video", "music", "news"})
 # What only official accounts can send.
@@ -310,7 +317,7 @@ class Decision:
 
 REPLY_TYPES: dict[str, type[Reply]] = {cls.kind: cls for cls in (
     TextReply, ImageReply, LinkReply, MiniProgramPageReply, VoiceReply, VideoReply, MusicReply, NewsReply,
-    MenuReply, CardReply)}
+    MenuReply, CardReply, TypingReply)}
 
 
 def reply_to_dict(reply: Reply) -> dict[str, Any]:

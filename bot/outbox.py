@@ -163,9 +163,10 @@ class Outbox:
             self.stats.sent += 1
             log.info("sent %s to %s (%.0f ms, %d attempt(s))", item.reply.kind, short_user(item.user), elapsed,
                      attempts)
-            await self._log([LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))])
+            if item.reply.kind != "typing":
+                await self._log([LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))])
             return replace(item, status="sent", attempts=attempts, errcode=0, error=None)
-        if result.errcode in TRANSIENT and attempts < self.settings.max_attempts:
+        if result.errcode in TRANSIENT and attempts < self.settings.max_attempts and item.reply.kind != "typing":
             self.stats.retried += 1
             delay = min(MAX_BACKOFF, self.base_delay * 2 ** min(attempts, 16)) * (0.5 + random.random() / 2)
             log.warning("send %s to %s failed (%s); trying again in %.0f s", item.reply.kind,

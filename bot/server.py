@@ -403,17 +403,19 @@ async def _within_allowance(rt: Runtime, message: Message, replies: tuple[Reply,
     now = rt.clock()
     current = await allowance.load(rt.store, message.from_user)
     window = allowance.opened(current, message, now, rt.settings.quota, rt.settings.wechat.platform)
-    granted, after = allowance.take(window, len(replies), now)
+    messages = [r for r in replies if r.kind != "typing"]  # "typing…" is not a message: it costs nothing
+    granted, after = allowance.take(window, len(messages), now)
     if allowance.changed(current, after):
         await allowance.save(rt.store, message.from_user, after, now)
-    if granted < len(replies):
-        dropped = replies[granted:]
+    if granted < len(messages):
+        dropped = tuple(messages[granted:])
         log.warning("send allowance of %s used up: %d repl%s dropped (they would fail with 45047)",
                     short_user(message.from_user), len(dropped), "y" if len(dropped) == 1 else "ies")
         rt.conversation.add(*(LogEntry(now, message.from_user, "failed", r.kind, getattr(r, "content", ""),
                                        errcode=45047, detail="dropped: send allowance used up")
                               for r in dropped))
-    return replies[:granted]
+    kept = set(map(id, messages[:granted]))
+    return tuple(r for r in replies if r.kind == "typing" and granted or id(r) in kept)
 
 
 def _log_push(rt: Runtime, message: Message, decision: Decision, answer: Answer,

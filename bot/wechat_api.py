@@ -39,6 +39,7 @@ from .messages import (
     NewsReply,
     Reply,
     TextReply,
+    TypingReply,
     VideoReply,
     VoiceReply,
 )
@@ -350,6 +351,21 @@ class WeChatAPI:
             return data, attempts
 
     async def send(self, touser: str, reply: Reply, send_as: str | None = None) -> SendResult:
+        if isinstance(reply, TypingReply):
+            return await self.typing(touser)
+        return await self._send(touser, reply, send_as)
+
+    async def typing(self, touser: str) -> SendResult:
+        """Show "typing…" (WeChat allows it within 30 s of the user's last message; it lasts 15 s)."""
+        body = json.dumps({"touser": touser, "command": "Typing"}).encode()
+        try:
+            data, attempts = await self.call("/cgi-bin/message/custom/typing", body)
+        except WeChatAPIError as exc:
+            return SendResult(ok=False, errcode=exc.errcode, errmsg=exc.errmsg)
+        return SendResult(ok=_errcode(data) == 0, errcode=_errcode(data), errmsg=str(data.get("errmsg", "")),
+                          attempts=attempts)
+
+    async def _send(self, touser: str, reply: Reply, send_as: str | None = None) -> SendResult:
         """Send one customer-service message. Never raises for WeChat's or the network's failures. An image
         file is uploaded first (once: its media_id is cached); a 40007 (WeChat forgot the media) uploads it
         again and sends once more."""

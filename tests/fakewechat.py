@@ -83,7 +83,15 @@ class FakeWeChat:
         app.router.add_post("/cgi-bin/stable_token", self._stable_token)
         app.router.add_post("/cgi-bin/message/custom/send", self._send)
         app.router.add_post("/cgi-bin/media/upload", self._upload)
+        app.router.add_post("/cgi-bin/message/custom/typing", self._typing)
         return app
+
+    async def _typing(self, request: web.Request) -> web.StreamResponse:
+        call, failure = await self._record(request)
+        ok = request.query.get("access_token") in self.valid_tokens and isinstance(call.body, dict) \
+            and call.body.get("command") in ("Typing", "CancelTyping")
+        normal = {"errcode": 0, "errmsg": "ok"} if ok else {"errcode": 40001, "errmsg": "invalid"}
+        return await self._answer(request, call, failure, normal)
 
     def forget_media(self) -> None:
         """As if 3 days had passed: every media_id handed out so far is unknown now (40007)."""

@@ -21,7 +21,7 @@ from .when import NORMALIZE, compile_when
 
 FILE_KEYS = ("rules", "fallback")
 ACTION_KEYS = ("reply", "transfer", "via", "kf_account", "send_as", "set_state", "ttl", "remember", "clear_state")
-RULE_KEYS = ("name", "when", "priority", "normalize", "cooldown", "during_handoff", *ACTION_KEYS)
+RULE_KEYS = ("name", "when", "priority", "normalize", "cooldown", "during_handoff", "typing", *ACTION_KEYS)
 FALLBACK_KEYS = ACTION_KEYS
 DEFAULT_STATE_TTL = 600  # seconds: a conversation state lasts 10 minutes unless the rule says otherwise
 VIA = ("passive", "api")
@@ -77,8 +77,9 @@ class _Compiler(ReplyCompiler):
         during_handoff = self.flag(check, item, "during_handoff", False, where)
         if when is None or action is None:
             return None
+        typing = self.flag(check, item, "typing", False, where)
         return Rule(name=name, file=file, line=line, priority=priority, when=when, cooldown=cooldown,
-                    during_handoff=during_handoff, **action)
+                    during_handoff=during_handoff, typing=typing, **action)
 
     def fallbacks(self, check: Checker, value: Any, line: int, file: str) -> tuple[Fallback, ...] | None:
         """`fallback:` is one mapping, or a list of them tried in order, each with an optional `when:`

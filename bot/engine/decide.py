@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import random as _random
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from jinja2 import TemplateError
 
-from ..messages import Decision, Message, Reply, State, StateChange
+from ..messages import Decision, Message, Reply, State, StateChange, TypingReply
 from .conditions import Subject
 from .render import ReplyTemplate
 from .ruleset import Fallback, Rule, RuleSet, StateSpec
@@ -43,7 +44,8 @@ DEFAULT_FALLBACK = Fallback()
 
 
 def decide(ruleset: RuleSet, message: Message, now: datetime, state: State | None = None, *,
-           cooling: frozenset[str] = frozenset(), handoff: bool = False) -> Decision:
+           cooling: frozenset[str] = frozenset(), handoff: bool = False,
+           random: Callable[[], float] = _random.random) -> Decision:
     """Decide what to do with one message in the user's conversation `state`. Pure: the clock comes in as
     `now`, the state as `state`; a state change comes back in the Decision for the caller to store.
 
@@ -62,7 +64,8 @@ def decide(ruleset: RuleSet, message: Message, now: datetime, state: State | Non
     rule_info: Mapping[str, Any] = {"name": name, "file": action.file, "line": action.line,
                                     "priority": rule.priority if rule is not None else None}
     context = {"message": message, "match": captures, "vars": ruleset.vars, "now": now,
-               "rule": rule_info, "state": state.as_context() if state is not None else {"name": "none"}}
+               "rule": rule_info, "state": state.as_context() if state is not None else {"name": "none"},
+               "_random": random}
     try:
         replies = render_all(action.replies, context)
         change = _state_change(action.state, context)
@@ -71,6 +74,8 @@ def decide(ruleset: RuleSet, message: Message, now: datetime, state: State | Non
         return Decision(rule=name, replies=(), transfer=not message.is_event, match=captures,
                         version=ruleset.version, error=f"{type(exc).__name__}: {exc}")
     transfer = action.transfer and not message.is_event
+    if getattr(action, "typing", False) and replies:
+        replies = (TypingReply(), *replies)
     return Decision(rule=name, replies=replies, transfer=transfer, match=captures, version=ruleset.version,
                     passive=action.passive, kf_account=action.kf_account if transfer else None,
                     send_as=action.send_as, state=change)

@@ -100,3 +100,20 @@ class MenuTemplate(ReplyTemplate):
     def render(self, context: Mapping[str, Any]) -> Reply | None:
         options = tuple((i.render(context).strip(), c.render(context).strip()) for i, c in self.options)
         return MenuReply(self.head.render(context).strip(), options, self.tail.render(context).strip())
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceTemplate(ReplyTemplate):
+    """One of several replies, by weight; the random number comes from the context (`_random`), so that
+    decide stays a pure function of its inputs."""
+
+    options: tuple[tuple[ReplyTemplate, float], ...]
+
+    def render(self, context: Mapping[str, Any]) -> Reply | None:
+        total = sum(weight for _, weight in self.options)
+        point = context["_random"]() * total
+        for option, weight in self.options:
+            point -= weight
+            if point < 0:
+                return option.render(context)
+        return self.options[-1][0].render(context)

@@ -25,6 +25,7 @@ from ..messages import (
 from ..yamlsrc import Checker, YamlList, YamlMap, did_you_mean, type_name
 from .render import (
     CONTEXT_NAMES,
+    ChoiceTemplate,
     ConstantReply,
     FieldsTemplate,
     MenuTemplate,
@@ -58,7 +59,7 @@ MAPPING_KINDS: dict[str, tuple[type[Reply], dict[str, tuple[str, bool]]]] = {
     "news": (NewsReply, {"title": ("title", True), "description": ("description", False),
                          "url": ("url", True), "picurl": ("pic_url", False)}),
 }
-REPLY_KINDS = ("text", "template", *SCALAR_KINDS, *MAPPING_KINDS, "msgmenu")
+REPLY_KINDS = ("text", "template", *SCALAR_KINDS, *MAPPING_KINDS, "msgmenu", "choice")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
 MENU_KEYS = ("head_content", "list", "tail_content")
 
@@ -74,6 +75,7 @@ class ReplyCompiler:
         self.jinja = TemplateCompiler(self.env, previous)
         self.problems: list[Problem] = []
         self.media: dict[str, Any] = {}  # image files by name: MediaFile, or why one cannot be sent
+        self._in_choice = False
 
     # ---- templates -------------------------------------------------------------------------------
 
@@ -149,7 +151,7 @@ class ReplyCompiler:
                             f"{', '.join(REPLY_KINDS)}, not {type_name(item)}")
             return None
         kinds = [k for k in item if k in REPLY_KINDS]
-        check.unknown_keys(item, REPLY_KINDS, f"{where}: reply")
+        check.unknown_keys(item, (*REPLY_KINDS, "weight") if self._in_choice else REPLY_KINDS, f"{where}: reply")
         if len(kinds) != 1:
             if not kinds and not any(k not in REPLY_KINDS for k in item):
                 check.add(line, f"{where}: a reply needs one of {', '.join(REPLY_KINDS)}")
@@ -184,6 +186,8 @@ class ReplyCompiler:
             return FieldsTemplate(reply_type, ((field, text),), skip_if_empty=field) if text else None
         if kind == "msgmenu":
             return self.menu(check, value, line, where)
+        if kind == "choice":
+            return self.choice(check, value, line, where)
         reply_type, spec = MAPPING_KINDS[kind]
         fields = self.fields(check, value, line, f"{where}: {kind}", spec)
         if fields is None:
@@ -213,6 +217,27 @@ class ReplyCompiler:
         else:
             check.add(line, f"{what}: {name!r} {found}")
         return None
+
+    def choice(self, check: Checker, value: Any, line: int, where: str) -> ReplyTemplate | None:
+        """`choice:` a list of replies, one of which is sent; a mapping's `weight` (default 1) weighs it."""
+        if not isinstance(value, YamlList) or len(value) < 2:
+            check.add(line, f"{where}: 'choice' is a list of at least two replies")
+            return None
+        options: list[tuple[ReplyTemplate, float]] = []
+        self._in_choice = True
+        try:
+            for i, option in enumerate(value):
+                option_line = value.line_of(i)
+                weight = option.get("weight", 1) if isinstance(option, YamlMap) else 1
+                if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+                    check.add(option_line, f"{where}: a choice's 'weight' is a positive number")
+                    continue
+                compiled = self.reply(check, option, option_line, where)
+                if compiled is not None:
+                    options.append((compiled[0], float(weight)))
+        finally:
+            self._in_choice = False
+        return ChoiceTemplate(tuple(options)) if len(options) == len(value) else None
 
     def template_reply(self, check: Checker, value: Any, line: int, where: str) -> ReplyTemplate | None:
         if not isinstance(value, str) or not value.strip():

@@ -34,6 +34,7 @@ class Rule:
     send_as: str | None = None  # API sends appear from this agent
     state: StateSpec | None = None
     cooldown: float = 0.0  # seconds: answer the same user at most once per period (0: always)
+    typing: bool = False  # show "typing…" before the replies
     during_handoff: bool = False  # may answer while the user is with human agents
 
     @property
