@@ -47,8 +47,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     ruleset = load_ruleset(settings)
+    for warning in ruleset.warnings:
+        print(f"warning: {warning}")
     print(f"ok: {_count(len(ruleset.rules), 'rule')} in {_count(len(ruleset.files), 'file')}, "
-          f"{_count(len(ruleset.templates), 'template')} (version {ruleset.version})")
+          f"{_count(len(ruleset.templates), 'template')} (version {ruleset.version})"
+          + (f", {_count(len(ruleset.warnings), 'warning')}" if ruleset.warnings else ""))
     return 0
 
 

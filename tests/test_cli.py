@@ -249,3 +249,45 @@ def test_chat_keeps_state_per_user_and_takes_time_and_user(monkeypatch, capsys):
     assert "→ state: awaiting_return_order for 10 min" in out
     assert "rule:  order-number" in out  # o_other has no state
     assert "rule:  return-order" in out and "remembered order_no='12345678'" in out  # back to the first user
+
+
+def test_check_warns_about_mistakes_but_passes(tmp_path, capsys):
+    write_bot(tmp_path, {"a.yaml": """
+rules:
+  - name: human
+    when: {equals: [人工, 转人工]}
+    transfer: true
+  - name: human-too
+    when: {equals: [人工]}
+    reply: x
+  - name: ship
+    when: {keywords: [快递]}
+    reply: y
+  - name: ship-detail
+    when: {keywords: [快递单号]}
+    reply: z
+  - name: promo
+    cooldown: 1h
+    when: {keywords: [优惠]}
+    reply: a
+  - name: promo-again
+    when: {keywords: [优惠]}
+    reply: b
+  - name: impossible
+    when: {keywords: [节日], time: {weekdays: mon-fri, dates: ['2026-12-05..2026-12-06']}}
+    reply: c
+"""}, templates={"used.j2": "{% include '_part.j2' %}", "_part.j2": "p", "orphan.j2": "o"})
+    (tmp_path / "rules" / "b.yaml").write_text(
+        "rules:\n  - name: t\n    when: {equals: [模板]}\n    reply: {template: used.j2}\n", encoding="utf-8")
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "unused.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    assert main(["check", "--config", str(tmp_path / "bot.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: rules/a.yaml:6: rule 'human-too' can never fire: rule 'human' (rules/a.yaml:3)" in out
+    assert "warning: rules/a.yaml:12: rule 'ship-detail' can never fire: rule 'ship'" in out
+    assert "promo-again" not in out  # promo cools down: promo-again answers meanwhile
+    assert "rules/a.yaml:22: rule 'impossible': its time window can never hold" in out
+    assert "warning: templates/orphan.j2: template never used by a rule" in out
+    assert "_part.j2" not in out and "used.j2: template" not in out
+    assert "unused.png: image never used by a rule" in out
+    assert out.strip().splitlines()[-1].startswith("ok: 8 rules") and out.strip().endswith("5 warnings")

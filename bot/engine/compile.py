@@ -14,6 +14,7 @@ from ..errors import RulesError
 from ..messages import PASSIVE_KINDS
 from ..yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml, type_name
 from .conditions import Condition, Not, StateIs
+from .lint import never_holds, shadowed, unused_media, unused_templates
 from .render import Text
 from .replies import ReplyCompiler
 from .ruleset import Fallback, Rule, RuleSet, StateSpec
@@ -260,8 +261,14 @@ def compile_ruleset(
     if problems:
         raise RulesError(problems)
     ordered.sort(key=lambda entry: entry[:3])
+    rules = tuple(entry[3] for entry in ordered)
+    warnings = (*shadowed(rules), *never_holds(rules),
+                *unused_templates(compiler.template_keys, {t.key: t.name for t in template_files},
+                                  compiler.used_templates, compiler.template_includes),
+                *unused_media(compiler.media, compiler.used_media))
     return RuleSet(
-        rules=tuple(entry[3] for entry in ordered),
+        rules=rules,
+        warnings=tuple(warnings),
         fallbacks=fallbacks or (Fallback(),),
         uses_cooldown=any(o[3].cooldown for o in ordered),
         uses_state=any(r.state is not None or _reads_state(r.when) for r in (o[3] for o in ordered))

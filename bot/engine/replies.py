@@ -76,6 +76,9 @@ class ReplyCompiler:
         self.problems: list[Problem] = []
         self.media: dict[str, Any] = {}  # image files by name: MediaFile, or why one cannot be sent
         self._in_choice = False
+        self.used_templates: set[str] = set()  # named by a rule, or included by something used
+        self.template_includes: dict[str, frozenset[str]] = {}
+        self.used_media: set[str] = set()
 
     # ---- templates -------------------------------------------------------------------------------
 
@@ -90,6 +93,7 @@ class ReplyCompiler:
             else:
                 self._check_names(check, compiled, 0, "template")
                 includes[source.key] = compiled.includes
+                self.template_includes[source.key] = compiled.includes
                 self.loader.templates[source.key] = template
             self.problems.extend(check.problems)
         names = {t.key: t.name for t in templates}
@@ -122,6 +126,7 @@ class ReplyCompiler:
             check.add(line + (exc.lineno or 1) - 1, f"{what}: template syntax: {exc.message}")
             return None
         self._check_names(check, compiled, line, what)
+        self.used_templates.update(compiled.includes)
         return Text(template=template)
 
     # ---- replies ---------------------------------------------------------------------------------
@@ -208,6 +213,7 @@ class ReplyCompiler:
         return FieldsTemplate(reply_type, tuple(fields.items()))
 
     def media_file(self, check: Checker, name: str, line: int, what: str) -> MediaFile | None:
+        self.used_media.add(name)
         found = self.media.get(name)
         if isinstance(found, MediaFile):
             return found
@@ -247,6 +253,7 @@ class ReplyCompiler:
             check.add(line, f"{where}: template '{value}' not found in {self.templates_label}"
                             f"{did_you_mean(value, self.template_keys)}")
             return None
+        self.used_templates.add(value)
         template = self.loader.templates.get(value)
         # a template file that did not compile is reported at its own file and line
         return TextTemplate(Text(template=template)) if template is not None else None

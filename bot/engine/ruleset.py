@@ -72,6 +72,7 @@ class RuleSet:
     jinja: tuple[Any, ...] = field(default=(), repr=False, compare=False)  # its compiled Jinja templates
     uses_state: bool = False  # some rule reads or changes the conversation state (so the server loads it)
     uses_cooldown: bool = False  # some rule has a cooldown (so the server loads the user's cooldowns)
+    warnings: tuple[str, ...] = ()  # `file:line: …` of things kefu check warns about
 
     def retire(self) -> None:
         """Free this rule set's templates by reference counting (see engine.templates.release). Only for a
