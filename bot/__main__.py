@@ -82,7 +82,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         for case in load_cases(path, base, settings.timezone):
             if args.time:
                 case.time = None  # --time fixes the clock for every test
-            failures = run_case(ruleset, case, now)
+            failures = run_case(ruleset, case, now, settings.handoff.quiet)
             if failures:
                 failed += 1
                 print(f"FAIL  {case.file}:{case.line}  {case.name}")

@@ -22,12 +22,13 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .config import parse_duration
 from .engine import RuleSet, decide
 from .errors import Problem, RulesError
 from .messages import Decision, Message, State, TextReply
@@ -37,7 +38,7 @@ from .yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml
 
 TEST_KEYS = ("name", "user", "time", "steps")
 INPUT_KEYS = ("say", "event", "image", "page")
-STEP_KEYS = (*INPUT_KEYS, "key", "session_from", "expect")
+STEP_KEYS = (*INPUT_KEYS, "key", "session_from", "after", "expect")
 EXPECT_KEYS = ("rule", "reply", "reply_matches", "transfer", "state")
 
 
@@ -46,6 +47,7 @@ class Step:
     line: int
     message: dict[str, Any]
     expect: Mapping[str, Any]
+    after: float = 0.0  # seconds that pass before this step
 
 
 @dataclass
@@ -140,6 +142,11 @@ def _step(check: Checker, step: Any, line: int) -> Step | None:
         fields.update(MsgType="image", PicUrl="https://example.invalid/test.jpg", MediaId="test_media")
     else:
         fields.update(MsgType="miniprogrampage", PagePath=str(value), Title=str(value), AppId="wx_test")
+    after = 0.0
+    if "after" in step:
+        after = float(parse_duration(step["after"]) or 0)
+        if not after:
+            check.add(step.line_of("after"), "'after' is a duration like 10m, 1h or 31m")
     expect = step.get("expect", YamlMap())
     if not isinstance(expect, YamlMap):
         check.add(step.line_of("expect"), f"'expect' is a mapping with {', '.join(EXPECT_KEYS)}")
@@ -150,21 +157,40 @@ def _step(check: Checker, step: Any, line: int) -> Step | None:
             re.compile(str(expect["reply_matches"]))
         except re.error as exc:
             check.add(expect.line_of("reply_matches"), f"bad regex: {exc.msg}")
-    return Step(line, fields, expect)
+    return Step(line, fields, expect, after)
 
 
-def run_case(ruleset: RuleSet, case: Case, now: datetime) -> list[Failure]:
-    """Play a conversation; every step's expectations are checked. State carries from step to step."""
+def run_case(ruleset: RuleSet, case: Case, now: datetime, handoff_quiet: float = 1800) -> list[Failure]:
+    """Play a conversation; every step's expectations are checked. What the store would keep carries from
+    step to step as the server keeps it: the state (with its ttl), rules cooling down, the quiet after a
+    transfer; `after:` on a step moves the clock."""
     failures: list[Failure] = []
-    state: State | None = None
+    clock = case.time or now
+    state: tuple[State, datetime] | None = None
+    cooling: dict[str, datetime] = {}
+    quiet_until: datetime | None = None
     for number, step in enumerate(case.steps, 1):
-        fields = {**step.message, "FromUserName": case.user, "CreateTime": str(int(now.timestamp())),
+        clock = clock + timedelta(seconds=step.after)
+        fields = {**step.message, "FromUserName": case.user, "CreateTime": str(int(clock.timestamp())),
                   "MsgId": str(number)}
         message: Message = message_from_fields(MappingProxyType(fields))
-        decision = decide(ruleset, message, case.time or now, state)
+        live_state = state[0] if state is not None and clock < state[1] else None
+        in_handoff = quiet_until is not None and clock < quiet_until
+        decision = decide(ruleset, message, clock, live_state, handoff=in_handoff,
+                          cooling=frozenset(rule for rule, until in cooling.items() if clock < until))
         if decision.state is not None:
-            state = decision.state.new
-        for what in _compare(step.expect, decision, state):
+            new = decision.state.new
+            state = (new, clock + timedelta(seconds=decision.state.ttl)) if new is not None else None
+        elif live_state is None:
+            state = None
+        if decision.transfer and handoff_quiet:
+            quiet_until = clock + timedelta(seconds=handoff_quiet)
+        elif message.is_event and getattr(message, "event", "") == "kf_close_session":
+            quiet_until = None
+        rule = ruleset.rule(decision.rule) if decision.rule else None
+        if rule is not None and rule.cooldown:
+            cooling[rule.name] = clock + timedelta(seconds=rule.cooldown)
+        for what in _compare(step.expect, decision, state[0] if state is not None else None):
             failures.append(Failure(case, number, step.line, what))
     return failures
 
@@ -176,7 +202,8 @@ def _compare(expect: Mapping[str, Any], decision: Decision, state: State | None)
         got = decision.rule if decision.rule is not None else "fallback"
         if str(wanted) != got:
             problems.append(f"expected rule {wanted!r}, got {got!r}")
-    texts = [r.content if isinstance(r, TextReply) else f"[{r.kind}]" for r in decision.replies]
+    texts = [r.content if isinstance(r, TextReply) else f"[{r.kind}]" for r in decision.replies
+             if r.kind != "typing"]
     if "reply" in expect:
         wanted = expect["reply"]
         wanted_list = [str(w) for w in wanted] if isinstance(wanted, list) else (
