@@ -15,7 +15,6 @@ from bot.server import RUNTIME, create_app
 from .conftest import FAST_RETRY, Bot
 from .fakewechat import Failure
 from .helpers import event_fields, json_push, signed_query, text_fields, write_bot, xml_push
-from .stores import flush_prefix, redis_url, require_redis
 
 RULES = {"a.yaml": """
 rules:
@@ -33,32 +32,10 @@ rules:
 """}
 
 
-@pytest.fixture(params=["redis", "sqlite"])
-async def fleet(request, tmp_path, fake):
-    """make(n) → n running instances sharing one store and the fake WeChat API."""
-    if request.param == "redis":
-        require_redis()
-        url = redis_url()
-    else:
-        url = f"sqlite:///{tmp_path}/kefu.db"
-    config = write_bot(tmp_path, RULES, api_base=fake.base, store=url)
-    clients: list[TestClient] = []
-
-    async def make(n: int) -> list[Bot]:
-        bots = []
-        for _ in range(n):
-            app = create_app(load_settings(config), retry=FAST_RETRY)
-            client = TestClient(TestServer(app))
-            await client.start_server()
-            clients.append(client)
-            bots.append(Bot(client, app[RUNTIME]))
-        return bots
-
-    yield make
-    for client in clients:
-        await client.close()
-    if request.param == "redis":
-        await flush_prefix(url)
+@pytest.fixture
+def fleet(fleet_of):
+    """make(n) → n running instances sharing one store (Redis, then SQLite) and the fake WeChat API."""
+    return lambda n: fleet_of(RULES, n)
 
 
 async def drain_all(bots) -> None:

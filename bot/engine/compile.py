@@ -268,6 +268,7 @@ def compile_ruleset(
                 *unused_media(compiler.media, compiler.used_media))
     return RuleSet(
         rules=rules,
+        by_name=MappingProxyType({rule.name: rule for rule in rules}),
         warnings=tuple(warnings),
         fallbacks=fallbacks or (Fallback(),),
         uses_cooldown=any(o[3].cooldown for o in ordered),

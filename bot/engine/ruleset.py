@@ -73,6 +73,7 @@ class RuleSet:
     uses_state: bool = False  # some rule reads or changes the conversation state (so the server loads it)
     uses_cooldown: bool = False  # some rule has a cooldown (so the server loads the user's cooldowns)
     warnings: tuple[str, ...] = ()  # `file:line: …` of things kefu check warns about
+    by_name: Mapping[str, Rule] = field(default_factory=dict, repr=False, compare=False)
 
     def retire(self) -> None:
         """Free this rule set's templates by reference counting (see engine.templates.release). Only for a
@@ -86,4 +87,4 @@ class RuleSet:
         return last if last.when is None else Fallback()
 
     def rule(self, name: str) -> Rule | None:
-        return next((r for r in self.rules if r.name == name), None)
+        return self.by_name.get(name)
