@@ -43,15 +43,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .engine.lint import warnings
     from .reload import load_ruleset
 
     settings = _load(args)
     ruleset = load_ruleset(settings)
-    for warning in ruleset.warnings:
+    found = warnings(ruleset)
+    for warning in found:
         print(f"warning: {warning}")
     print(f"ok: {_count(len(ruleset.rules), 'rule')} in {_count(len(ruleset.files), 'file')}, "
           f"{_count(len(ruleset.templates), 'template')} (version {ruleset.version})"
-          + (f", {_count(len(ruleset.warnings), 'warning')}" if ruleset.warnings else ""))
+          + (f", {_count(len(found), 'warning')}" if found else ""))
     return 0
 
 

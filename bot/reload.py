@@ -15,14 +15,15 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .config import Settings, load_settings
-from .engine import RuleSet, SourceFile, compile_ruleset
+from .engine import RuleSet, SourceFile
+from .engine.compile import compile_steps
 from .errors import Problem, RulesError, SourceError
 from .messages import MediaFile
 
@@ -167,17 +168,35 @@ def read_sources(settings: Settings, base: Path,
 def load_ruleset(settings: Settings, previous: RuleSet | None = None) -> RuleSet:
     """Read and compile the rules and templates named by the settings; raise RulesError listing
     every problem. `previous` lends its compiled templates to the ones that did not change."""
+    steps = load_steps(settings, previous)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def read_all(settings: Settings) -> tuple[Path, list[Problem], list[SourceFile], list[SourceFile], dict[str, Any]]:
+    """Everything a build reads from disk (the part a server runs in a thread)."""
     base = Path(settings.source).resolve().parent if settings.source != "<defaults>" else Path.cwd()
     problems: list[Problem] = []
     rule_files, template_files = read_sources(settings, base, problems)
+    return base, problems, rule_files, template_files, read_media(settings)
+
+
+def load_steps(settings: Settings, previous: RuleSet | None = None,
+               sources: tuple[Path, list[Problem], list[SourceFile], list[SourceFile], dict[str, Any]] | None = None,
+               ) -> Generator[None, None, RuleSet]:
+    """load_ruleset in small steps (see engine.compile_steps); `sources` from read_all, or read now."""
+    base, problems, rule_files, template_files, media = sources or read_all(settings)
     if not rule_files and not problems and not settings.allow_empty_rules:
         problems.append(Problem(display_name(settings.rules, base), None,
                                 "no *.yaml rule files in the rules folder (set allow_empty_rules: true in "
                                 "bot.yaml if that is what you want: then every message gets the fallback)"))
     label = display_name(settings.templates, base) + "/"
     try:
-        ruleset = compile_ruleset(rule_files, template_files, settings.vars, settings.wechat.platform,
-                                  templates_label=label, previous=previous, media=read_media(settings))
+        ruleset = yield from compile_steps(rule_files, template_files, settings.vars, settings.wechat.platform,
+                                           templates_label=label, previous=previous, media=media)
     except RulesError as exc:
         raise RulesError([*problems, *exc.problems]) from None
     if problems:
@@ -232,6 +251,7 @@ class RulesHolder:
         }
 
 
+BUILD_SLICE = 0.002  # seconds of building between two turns of the event loop
 RETIRE_AFTER = 60.0  # seconds a replaced rule set stays usable for requests that still hold it
 
 # bot.yaml settings a running bot takes live; every other change is reported as "needs restart".
@@ -270,12 +290,27 @@ class Built:
     restart_needed: tuple[str, ...]
 
 
-def build(config: Path | None, running: Settings, previous: RuleSet | None = None) -> Built:
-    """Read bot.yaml (if any) and the rules and templates it names; compile. Synchronous: run it in a
-    thread. Raises SourceError (ConfigError or RulesError) listing every problem."""
-    new = load_settings(config) if config is not None else running
-    effective = replace(running, **{name: getattr(new, name) for name in LIVE_SETTINGS})
-    return Built(load_ruleset(effective, previous), effective, restart_needed(running, new))
+async def build(config: Path | None, running: Settings, previous: RuleSet | None = None) -> Built:
+    """Read bot.yaml (if any) and the rules and templates it names, in a thread (file I/O); then compile on
+    the event loop in small steps, yielding between rule files: a thread would hold the GIL against the
+    requests for the whole build, a step holds the loop for a few milliseconds. Raises SourceError
+    (ConfigError or RulesError) listing every problem."""
+    def read() -> tuple[Settings, Settings, Any]:
+        new = load_settings(config) if config is not None else running
+        effective = replace(running, **{name: getattr(new, name) for name in LIVE_SETTINGS})
+        return new, effective, read_all(effective)
+
+    new, effective, sources = await asyncio.to_thread(read)
+    steps = load_steps(effective, previous, sources)
+    slice_started = time.perf_counter()
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return Built(done.value, effective, restart_needed(running, new))
+        if time.perf_counter() - slice_started >= BUILD_SLICE:
+            await asyncio.sleep(0)  # let requests run
+            slice_started = time.perf_counter()
 
 
 class Reloader:
@@ -285,7 +320,7 @@ class Reloader:
     it, however many requests arrive meanwhile (an editor's burst of saves costs at most two builds)."""
 
     def __init__(self, holder: RulesHolder, running: Settings, config: Path | None = None,
-                 build: Callable[[Path | None, Settings, RuleSet | None], Built] = build,
+                 build: Callable[[Path | None, Settings, RuleSet | None], Awaitable[Built]] = build,
                  manage_gc: bool = False, retire_after: float = RETIRE_AFTER):
         self.holder = holder
         self.manage_gc = manage_gc
@@ -387,7 +422,7 @@ class Reloader:
         self.builds += 1
         try:
             with self._full_collections_paused():
-                built = await asyncio.to_thread(self._build, self.config, self.running, old)
+                built = await self._build(self.config, self.running, old)
                 swapped = self._apply(built, old, reason, started)
         except SourceError as exc:
             self.refused += 1

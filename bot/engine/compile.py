@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -14,7 +14,6 @@ from ..errors import RulesError
 from ..messages import PASSIVE_KINDS
 from ..yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml, type_name
 from .conditions import Condition, Not, StateIs
-from .lint import never_holds, shadowed, unused_media, unused_templates
 from .render import Text
 from .replies import ReplyCompiler
 from .ruleset import Fallback, Rule, RuleSet, StateSpec
@@ -207,10 +206,31 @@ def compile_ruleset(
 ) -> RuleSet:
     """Compile everything, or raise RulesError listing every problem found. With `previous` (the rule set
     being replaced), templates whose source did not change reuse its compiled code."""
+    steps = compile_steps(rule_files, template_files, vars, platform, templates_label, previous, media)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def compile_steps(
+    rule_files: Sequence[SourceFile],
+    template_files: Sequence[SourceFile] = (),
+    vars: Mapping[str, Any] | None = None,
+    platform: str = "miniprogram",
+    templates_label: str = "templates/",
+    previous: RuleSet | None = None,
+    media: Mapping[str, Any] | None = None,
+) -> Generator[None, None, RuleSet]:
+    """compile_ruleset in small steps: it yields after the templates and before each rule file and each rule
+    (well under a millisecond of work each, a file's YAML parse aside), so that a server can build a new rule
+    set on its event loop between requests."""
     compiler = _Compiler(template_files, platform, templates_label,
                          previous.compiled if previous is not None else None)
     compiler.media = dict(media or {})
     compiler.check_template_files(template_files)
+    yield
     problems = compiler.problems
     ordered: list[tuple[int, int, int, Rule]] = []
     seen: dict[str, str] = {}
@@ -218,6 +238,7 @@ def compile_ruleset(
     previous_trees = previous.parsed if previous is not None else {}
     trees: dict[tuple[str, str], Any] = {}
     for file_index, source in enumerate(rule_files):
+        yield
         check = Checker(source.name)
         key = (source.name, source.text)
         try:
@@ -242,6 +263,7 @@ def compile_ruleset(
             check.add(data.line_of("rules"), f"'rules' must be a list, not {type_name(rules)}")
             rules = YamlList()
         for position, item in enumerate(rules):
+            yield
             line = rules.line_of(position)
             rule = compiler.rule(check, item, line, source.name)
             if rule is None:
@@ -262,14 +284,14 @@ def compile_ruleset(
         raise RulesError(problems)
     ordered.sort(key=lambda entry: entry[:3])
     rules = tuple(entry[3] for entry in ordered)
-    warnings = (*shadowed(rules), *never_holds(rules),
-                *unused_templates(compiler.template_keys, {t.key: t.name for t in template_files},
-                                  compiler.used_templates, compiler.template_includes),
-                *unused_media(compiler.media, compiler.used_media))
+    # what kefu check's warnings need (engine/lint.py computes them only when asked: not on every reload)
+    usage = MappingProxyType({
+        "template_names": {t.key: t.name for t in template_files}, "used_templates": compiler.used_templates,
+        "includes": compiler.template_includes, "media": compiler.media, "used_media": compiler.used_media})
     return RuleSet(
         rules=rules,
         by_name=MappingProxyType({rule.name: rule for rule in rules}),
-        warnings=tuple(warnings),
+        usage=usage,
         fallbacks=fallbacks or (Fallback(),),
         uses_cooldown=any(o[3].cooldown for o in ordered),
         uses_state=any(r.state is not None or _reads_state(r.when) for r in (o[3] for o in ordered))

@@ -12,38 +12,57 @@ from .ruleset import Rule
 
 
 def shadowed(rules: tuple[Rule, ...]) -> list[str]:
-    """Rules an earlier rule (same or higher priority: rules are in matching order) always beats."""
+    """Rules an earlier rule (same or higher priority: rules are in matching order) always beats. Indexed by
+    value and keyword, so that it stays linear in the number of rules (it runs on every reload)."""
+    equals: dict[tuple[bool, str], list[int]] = {}
+    keywords: dict[tuple[bool, str], list[int]] = {}
+    longest = 0
     out = []
-    for i, later in enumerate(rules):
-        for earlier in rules[:i]:
-            if earlier.cooldown or earlier.during_handoff != later.during_handoff:
-                continue  # a cooling rule steps aside; handoff rules run in other situations
-            if _covers(earlier.when, later.when):
-                out.append(f"{later.where}: rule '{later.name}' can never fire: rule '{earlier.name}' "
-                           f"({earlier.where}) comes first and matches everything it would")
-                break
+    for i, rule in enumerate(rules):
+        condition = rule.when
+        mode = bool(getattr(condition, "normalized", False))
+        texts = _texts(condition)
+        if texts:
+            earlier = _covering(texts, mode, isinstance(condition, Equals), equals, keywords, longest)
+            for j in sorted(earlier):
+                other = rules[j]
+                if not other.cooldown and other.during_handoff == rule.during_handoff:
+                    out.append(f"{rule.where}: rule '{rule.name}' can never fire: rule '{other.name}' "
+                               f"({other.where}) comes first and matches everything it would")
+                    break
+        if isinstance(condition, Equals):
+            for value in condition.values:
+                equals.setdefault((mode, value), []).append(i)
+        elif isinstance(condition, Keywords):
+            for word in condition.words:
+                keywords.setdefault((mode, word), []).append(i)
+                longest = max(longest, len(word))
     return out
 
 
-def _covers(a: Condition, b: Condition) -> bool:
-    """Whenever `b` holds, `a` holds too (checked for single text conditions only)."""
-    if getattr(a, "normalized", None) != getattr(b, "normalized", None):
-        return False
-    if isinstance(a, Equals) and isinstance(b, Equals):
-        return b.values <= a.values
-    if isinstance(a, Keywords):
-        texts: Iterable[str] = ()
-        if isinstance(b, Equals):
-            texts = b.values
-        elif isinstance(b, Keywords):
-            texts = b.words
-        elif isinstance(b, Prefix):
-            texts = b.prefixes
-        else:
-            return False
-        texts = list(texts)
-        return bool(texts) and all(any(word in text for word in a.words) for text in texts)
-    return False
+def _texts(condition: Condition) -> tuple[str, ...]:
+    if isinstance(condition, Equals):
+        return tuple(condition.values)
+    if isinstance(condition, Keywords):
+        return condition.words
+    if isinstance(condition, Prefix):
+        return condition.prefixes
+    return ()
+
+
+def _covering(texts: tuple[str, ...], mode: bool, exact: bool, equals: dict[tuple[bool, str], list[int]],
+              keywords: dict[tuple[bool, str], list[int]], longest: int) -> set[int]:
+    """Earlier rules that match every one of the texts: an equal value (for equals), or a keyword inside it."""
+    common: set[int] | None = None
+    for text in texts:
+        found = set(equals.get((mode, text), ())) if exact else set()
+        for start in range(len(text)):  # every substring up to the longest keyword
+            for end in range(start + 1, min(len(text), start + longest) + 1):
+                found.update(keywords.get((mode, text[start:end]), ()))
+        common = found if common is None else common & found
+        if not common:
+            return set()
+    return common or set()
 
 
 def unused_templates(keys: Iterable[str], names: Mapping[str, str], used: set[str],
@@ -82,3 +101,12 @@ def _walk(condition: Condition) -> Iterable[Condition]:
         yield from _walk(inner)
     if hasattr(condition, "condition"):
         yield from _walk(condition.condition)  # type: ignore[attr-defined]
+
+
+def warnings(ruleset: Any) -> tuple[str, ...]:
+    """Everything kefu check warns about, as `file:line: message` (computed on demand: linear, but not free)."""
+    usage = ruleset.usage
+    return (*shadowed(ruleset.rules), *never_holds(ruleset.rules),
+            *unused_templates(usage.get("template_names", {}), usage.get("template_names", {}),
+                              set(usage.get("used_templates", ())), usage.get("includes", {})),
+            *unused_media(usage.get("media", {}), set(usage.get("used_media", ()))))

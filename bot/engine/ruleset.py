@@ -72,7 +72,7 @@ class RuleSet:
     jinja: tuple[Any, ...] = field(default=(), repr=False, compare=False)  # its compiled Jinja templates
     uses_state: bool = False  # some rule reads or changes the conversation state (so the server loads it)
     uses_cooldown: bool = False  # some rule has a cooldown (so the server loads the user's cooldowns)
-    warnings: tuple[str, ...] = ()  # `file:line: …` of things kefu check warns about
+    usage: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # for engine/lint.py
     by_name: Mapping[str, Rule] = field(default_factory=dict, repr=False, compare=False)
 
     def retire(self) -> None:
