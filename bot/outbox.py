@@ -104,9 +104,7 @@ class Outbox:
         if user in self._lanes:
             self._again.add(user)  # the lane may be about to end: it must look at the store once more
             return
-        task = asyncio.create_task(self._lane(user), name=f"outbox:{short_user(user)}")
-        self._lanes[user] = task
-        task.add_done_callback(lambda _: self._lanes.pop(user, None) if self._lanes.get(user) is task else None)
+        self._lanes[user] = asyncio.create_task(self._lane(user), name=f"outbox:{short_user(user)}")
 
     # ---- lanes ---------------------------------------------------------------------------------
 
@@ -124,6 +122,11 @@ class Outbox:
                         short_user(user), exc)
         except Exception:
             log.exception("outbox: the lane of %s failed; the scan will retry", short_user(user))
+        finally:
+            # leave _lanes now, not in a done-callback a loop turn later: a reply submitted in between would
+            # find a lane that no longer runs and wait for the next scan
+            if self._lanes.get(user) is asyncio.current_task():
+                del self._lanes[user]
 
     async def _drain_lane(self, user: str) -> None:
         """Send the user's pending replies in order, one store round trip per step (see Store.lane_next)."""
@@ -140,10 +143,26 @@ class Outbox:
                 ok, item = await self.store.lane_next(user, self.owner, lease)
             else:
                 done = await self._deliver(item)
-                ok, item = await self.store.lane_next(user, self.owner, lease, done)
+                ok, item = await self._record(user, done)
             if not ok:
                 log.warning("outbox: lost the lane of %s (its lease expired); stopping", short_user(user))
                 return
+
+    async def _record(self, user: str, done: OutboxItem) -> tuple[bool, OutboxItem | None]:
+        """Write back what a send did, and step the lane. WeChat has already accepted (or refused) the message:
+        if the store hiccups, keep trying while holding the lane — giving up would send the reply again."""
+        delay = 0.1
+        deadline = time.monotonic() + self.settings.lease / 2
+        while True:
+            try:
+                return await self.store.lane_next(user, self.owner, self.settings.lease, done)
+            except StoreError as exc:
+                if self._closed or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("outbox: recording the %s to %s failed (%s); trying again", done.reply.kind,
+                            short_user(user), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _deliver(self, item: OutboxItem) -> OutboxItem:
         """Send one reply; return it as it must be written back (sent, failed, or pending for later)."""

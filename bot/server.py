@@ -357,11 +357,14 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     else:
         await rt.outbox.submit(message.from_user, replies, message.dedupe_key, decision.send_as)
         answer = _transfer(rt, push, decision.kf_account) if decision.transfer else SUCCESS
-    if decision.state is not None:
-        await save_state(rt.store, message.from_user, decision.state)
-    await _after(rt, ruleset, message, decision, answer, cooling)
-    await rt.store.put_answer(message.dedupe_key, answer.to_bytes(), DEDUPE_TTL)
-    rt.health.ok()
+    try:  # the replies are stored: from here on, a store failure must not change the answer
+        if decision.state is not None:
+            await save_state(rt.store, message.from_user, decision.state)
+        await _after(rt, ruleset, message, decision, answer, cooling)
+        await rt.store.put_answer(message.dedupe_key, answer.to_bytes(), DEDUPE_TTL)
+        rt.health.ok()
+    except StoreError as exc:
+        rt.health.failed(exc)  # the state or cooldown of this step is lost; the answer and replies stand
     _log_push(rt, message, decision, answer, replies)
     log.info("push user=%s type=%s%s rule=%s version=%s replies=%d answer=%s latency=%.1fms",
              short_user(message.from_user), _type_label(message), " (aes)" if push.encrypted else "",

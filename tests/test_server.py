@@ -474,3 +474,15 @@ async def test_the_conversation_log_records_pushes_replies_failures_and_transfer
     assert entries[0].text == "订单号：2024060112345678" and entries[0].msg_type == "text"
     failed = next(e for e in entries if e.kind == "failed")
     assert failed.errcode == 45015 and "48 hours" in failed.detail
+
+
+async def test_a_store_failure_after_the_replies_are_stored_keeps_the_answer(bot, fake, monkeypatch):
+    from bot.errors import StoreError
+
+    async def broken(*args, **kwargs):
+        raise StoreError("redis blip")
+
+    monkeypatch.setattr(bot.runtime.store, "put_answer", broken)
+    resp = await bot.push(xml_push(text_fields("发货")))
+    assert await resp.text() == "success"  # not handed to agents: the reply is already on its way
+    assert len(await fake.wait_sent(1)) == 1
