@@ -11,7 +11,8 @@ owns. The store is the only truth, so a restart (or another instance) carries on
   window, 45047 quota, 43004, 40003, 48001, 45009, …) marks it failed at once.
 - A scan every few seconds (and at start) finds pending replies no live lane is sending: those of an
   instance that crashed, once its lease has expired.
-- Exactly once, except: a crash after WeChat accepted a message and before the store marked it sent. That
+- Exactly once, except: a crash after WeChat accepted a message and before the store marked it sent, or a
+  store outage longer than `lease / 2` at that moment (the lane keeps retrying the mark until then). That
   reply is sent again by whichever instance recovers the lane, at most `lease` seconds later.
 - Without credentials nothing is sent: each reply is logged and kept as "unsent" ("not sent: no credentials").
 """
