@@ -23,7 +23,7 @@ from typing import Any
 
 from .config import Settings, load_settings
 from .engine import RuleSet, SourceFile
-from .engine.compile import compile_steps
+from .engine.compile import compile_steps, run_steps
 from .errors import Problem, RulesError, SourceError
 from .messages import MediaFile
 
@@ -168,12 +168,7 @@ def read_sources(settings: Settings, base: Path,
 def load_ruleset(settings: Settings, previous: RuleSet | None = None) -> RuleSet:
     """Read and compile the rules and templates named by the settings; raise RulesError listing
     every problem. `previous` lends its compiled templates to the ones that did not change."""
-    steps = load_steps(settings, previous)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return run_steps(load_steps(settings, previous))
 
 
 def read_all(settings: Settings) -> tuple[Path, list[Problem], list[SourceFile], list[SourceFile], dict[str, Any]]:

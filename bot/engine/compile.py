@@ -206,7 +206,11 @@ def compile_ruleset(
 ) -> RuleSet:
     """Compile everything, or raise RulesError listing every problem found. With `previous` (the rule set
     being replaced), templates whose source did not change reuse its compiled code."""
-    steps = compile_steps(rule_files, template_files, vars, platform, templates_label, previous, media)
+    return run_steps(compile_steps(rule_files, template_files, vars, platform, templates_label, previous, media))
+
+
+def run_steps(steps: Generator[None, None, Any]) -> Any:
+    """Run a step generator (compile_steps, reload.load_steps) to its end, all at once; return its value."""
     while True:
         try:
             next(steps)
