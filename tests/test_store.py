@@ -333,3 +333,23 @@ async def test_redis_two_clients_share_claims_locks_and_the_outbox():
         await first.close()
         await second.close()
         await flush_prefix(url)
+
+
+async def test_memory_store_forgets_expired_keys_without_reading_them():
+    """Claims and answers expire by themselves: a busy process does not keep every push it ever saw."""
+    from bot.store.memory import MemoryStore
+
+    now = [1000.0]
+    store = MemoryStore(clock=lambda: now[0])
+    for i in range(1000):
+        await store.claim(f"m{i}", 60)
+        await store.put_answer(f"m{i}", b"success", 60)
+    now[0] += 61
+    for i in range(1000, 1010):
+        await store.claim(f"m{i}", 60)
+        await store.put_answer(f"m{i}", b"success", 60)
+    assert len(store._kv) + len(store._answers) <= 2 * 1010 - 20  # at least two forgotten per write
+    for i in range(1010, 2200):
+        await store.claim(f"m{i}", 60)
+    assert all(not key.startswith("claim:m") or int(key[7:]) >= 1000 for key in store._kv)
+    assert len(store._expiry) <= 2 * 1200 + 10

@@ -38,9 +38,13 @@ class Text:
     template: Template | None = None
 
     def render(self, context: Mapping[str, Any]) -> str:
-        if self.template is None:
+        template = self.template
+        if template is None:
             return self.constant or ""
-        return self.template.render(context)
+        try:  # Template.render without its copy of the context
+            return "".join(template.root_render_func(template.new_context(context)))
+        except Exception:
+            return template.environment.handle_exception()
 
 
 def has_jinja(source: str) -> bool:

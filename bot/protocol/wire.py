@@ -1,6 +1,6 @@
 """Bytes ⇄ fields ⇄ Message, and the passive answers, in XML and JSON.
 
-Inbound XML goes through defusedxml (no DTDs, no entities). Outbound XML is built by ElementTree's
+Inbound XML is read by xmlfields.py (expat, no DTDs, no entities). Outbound XML is built by ElementTree's
 serializer, never by string formatting, so any text round-trips.
 """
 
@@ -12,9 +12,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
-
-import defusedxml.ElementTree as SafeET
-from defusedxml import DefusedXmlException
 
 from ..errors import MalformedPush
 from ..messages import (
@@ -41,6 +38,7 @@ from ..messages import (
     VoiceMessage,
     VoiceReply,
 )
+from .xmlfields import XmlRefused, parse_xml_fields
 
 Format = Literal["xml", "json"]
 MAX_DEPTH = 32  # WeChat's deepest push (ScanCodeInfo, SendPicsInfo/PicList/item) is 4 levels
@@ -69,33 +67,12 @@ def parse_fields(body: bytes, fmt: Format) -> dict[str, Any]:
 
 def _parse_xml(body: bytes) -> dict[str, Any]:
     try:
-        root = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except (ET.ParseError, DefusedXmlException, ValueError) as exc:
-        raise MalformedPush(f"invalid XML: {type(exc).__name__}") from None
-    fields = _element_fields(root, 0)
+        fields = parse_xml_fields(body, MAX_DEPTH)
+    except XmlRefused as exc:
+        raise MalformedPush(f"XML refused: {exc}") from None
     if not isinstance(fields, dict):
         raise MalformedPush("XML root has no fields")
     return fields
-
-
-def _element_fields(element: ET.Element, depth: int) -> dict[str, Any] | str:
-    if depth > MAX_DEPTH:
-        raise MalformedPush("XML nested too deeply")
-    children = list(element)
-    if not children:
-        return element.text or ""
-    out: dict[str, Any] = {}
-    repeated: set[str] = set()
-    for child in children:
-        value = _element_fields(child, depth + 1)
-        if child.tag in repeated:  # repeated elements (e.g. PicList items) become a list
-            out[child.tag].append(value)
-        elif child.tag in out:
-            out[child.tag] = [out[child.tag], value]
-            repeated.add(child.tag)
-        else:
-            out[child.tag] = value
-    return out
 
 
 def _parse_json(body: bytes) -> dict[str, Any]:

@@ -9,7 +9,7 @@ compares times; `ttl` is relative). Every method may raise StoreError when the b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from ..messages import Reply
@@ -36,7 +36,8 @@ class OutboxItem:
 
     def finished(self, status: Status, attempts: int = 0, errcode: int | None = None,
                  error: str | None = None) -> OutboxItem:
-        return replace(self, status=status, attempts=self.attempts + attempts, errcode=errcode, error=error)
+        return OutboxItem(self.id, self.user, self.reply, self.push, self.created_at, self.send_as, status,
+                          self.attempts + attempts, errcode, error, self.next_try)  # replace() is 5× slower
 
 
 LogKind = Literal["push", "sent", "failed", "transfer", "unsent"]

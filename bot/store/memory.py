@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import time
 from collections import OrderedDict
@@ -24,6 +25,9 @@ class MemoryStore:
         self._pending: dict[str, list[int]] = {}  # user -> ids of pending items, oldest first
         self._kv: dict[str, tuple[str, float | None]] = {}
         self._answers: dict[str, tuple[bytes, float]] = {}
+        # (expiry, kind, key) for every key given a ttl: the expired ones are forgotten a few at a time as
+        # new keys arrive, so neither memory nor any single call grows with the number of keys
+        self._expiry: list[tuple[float, int, str]] = []
         self._log: list[LogEntry] = []
         self._finished = 0
 
@@ -45,7 +49,9 @@ class MemoryStore:
         return await self.set_if_absent(f"claim:{key}", "1", ttl)
 
     async def put_answer(self, key: str, answer: bytes, ttl: float) -> None:
-        self._answers[key] = (answer, self._clock() + ttl)
+        expires = self._clock() + ttl
+        self._answers[key] = (answer, expires)
+        self._expire_later(expires, 1, key)
 
     async def get_answer(self, key: str) -> bytes | None:
         entry = self._answers.get(key)
@@ -69,7 +75,10 @@ class MemoryStore:
         return self._live(key)
 
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
-        self._kv[key] = (value, self._clock() + ttl if ttl is not None else None)
+        expires = self._clock() + ttl if ttl is not None else None
+        self._kv[key] = (value, expires)
+        if expires is not None:
+            self._expire_later(expires, 0, key)
 
     async def delete(self, key: str) -> None:
         self._kv.pop(key, None)
@@ -77,15 +86,13 @@ class MemoryStore:
     async def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
         if self._live(key) is not None:
             return False
-        self._kv[key] = (value, self._clock() + ttl)
-        if len(self._kv) > 50_000:
-            self._sweep()
+        await self.set(key, value, ttl)
         return True
 
     async def touch_if(self, key: str, value: str, ttl: float) -> bool:
         if self._live(key) != value:
             return False
-        self._kv[key] = (value, self._clock() + ttl)
+        await self.set(key, value, ttl)
         return True
 
     async def delete_if(self, key: str, value: str) -> bool:
@@ -94,12 +101,20 @@ class MemoryStore:
         del self._kv[key]
         return True
 
-    def _sweep(self) -> None:
+    def _expire_later(self, expires: float, kind: int, key: str) -> None:
+        """Note when `key` (0: key-value, 1: answer) expires, and forget up to two keys that have: each
+        call does a bounded amount of work, and the heap holds at most one entry per write."""
+        heap = self._expiry
+        heapq.heappush(heap, (expires, kind, key))
         now = self._clock()
-        for key in [k for k, (_, exp) in self._kv.items() if exp is not None and exp <= now]:
-            del self._kv[key]
-        for key in [k for k, (_, exp) in self._answers.items() if exp <= now]:
-            del self._answers[key]
+        for _ in range(2):
+            if not heap or heap[0][0] > now:
+                return
+            when, kind, key = heapq.heappop(heap)
+            table = self._kv if kind == 0 else self._answers
+            entry = table.get(key)
+            if entry is not None and entry[1] is not None and entry[1] <= now:  # not re-set since
+                del table[key]
 
     # -- outbox ------------------------------------------------------------------------------------
 
@@ -148,7 +163,7 @@ class MemoryStore:
         if item is None:
             self._kv.pop(key, None)
         else:
-            self._kv[key] = (owner, self._clock() + lease)
+            await self.set(key, owner, lease)
         return True, item
 
     async def outbox_users(self, limit: int = 1000) -> list[str]:

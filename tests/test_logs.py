@@ -1,0 +1,59 @@
+"""The log handler: one line per record, written in batches, warnings at once, JSON with structured fields."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from bot import logs
+
+
+@pytest.fixture
+def captured():
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    handler = logs.setup_logging("text", "INFO")
+    handler.stream = stream
+    yield stream, handler
+    root.handlers[:], level = saved
+    root.setLevel(level)
+
+
+def test_info_lines_wait_for_a_batch_and_warnings_flush_it(captured, monkeypatch):
+    stream, handler = captured
+    monkeypatch.setattr(handler, "_last", float("inf"))  # as if the last flush were just now
+    log = logging.getLogger("bot.test")
+    log.info("first %s", "line")
+    assert stream.getvalue() == ""
+    log.warning("second")
+    lines = stream.getvalue().splitlines()
+    assert [line.split(None, 3)[2:] for line in lines] == [["INFO", "bot.test: first line"],
+                                                         ["WARNING", "bot.test: second"]]
+
+
+def test_tick_writes_lines_that_waited(captured, monkeypatch):
+    stream, handler = captured
+    monkeypatch.setattr(handler, "_last", float("inf"))
+    logging.getLogger("bot.test").info("waiting")
+    logs.tick()
+    assert stream.getvalue() == ""
+    monkeypatch.setattr(handler, "_last", 0.0)  # FLUSH_EVERY has passed
+    logs.tick()
+    assert stream.getvalue().endswith("bot.test: waiting\n")
+
+
+def test_json_lines_carry_structured_fields():
+    stream = io.StringIO()
+    handler = logs.LineHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    record = logging.LogRecord("bot.server", logging.INFO, __file__, 1, "push %s", ("x",), None)
+    record.fields = {"rid": "1a2b3c4d", "rule": "物流"}
+    handler.emit(record)
+    handler.flush()
+    entry = json.loads(stream.getvalue())
+    assert entry["msg"] == "push x" and entry["rid"] == "1a2b3c4d" and entry["rule"] == "物流"
+    assert entry["level"] == "info" and entry["ts"].endswith("Z")
