@@ -12,6 +12,7 @@ says the same in words.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -140,3 +141,10 @@ def tick() -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, LineHandler):
             handler.tick()
+
+
+def request_id(dedupe_key: str) -> str:
+    """A push's request id: 8 hex digits derived from its dedupe key, so that the push line, its retries and
+    the lines of the replies it caused (sent later, maybe by another instance) carry the same id, and the
+    id says nothing about the user."""
+    return hashlib.blake2b(dedupe_key.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()

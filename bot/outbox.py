@@ -32,7 +32,9 @@ from dataclasses import dataclass, replace
 from .config import OutboxSettings
 from .convlog import ConversationLog
 from .errors import StoreError
+from .logs import request_id
 from .messages import Reply
+from .metrics import Metrics
 from .store import LogEntry, OutboxItem, Store
 from .wechat_api import SendResult
 
@@ -65,8 +67,9 @@ class Stats:
 class Outbox:
     def __init__(self, store: Store, sender: Sender | None, settings: OutboxSettings | None = None,
                  clock: Callable[[], float] = time.time, base_delay: float = 2.0,
-                 conversation: ConversationLog | None = None):
+                 conversation: ConversationLog | None = None, metrics: Metrics | None = None):
         self.store = store
+        self.metrics = metrics
         self.conversation = conversation
         self.sender = sender
         self.settings = settings = settings or OutboxSettings()
@@ -90,8 +93,14 @@ class Outbox:
         items = await self.store.outbox_add(user, replies, push, self.clock(), send_as)
         if self.sender is None:
             for item in items:
-                log.info("%s: to %s: %s", NO_CREDENTIALS, short_user(user), preview(item.reply))
+                if log.isEnabledFor(logging.INFO):
+                    log.info("%s: rid=%s to %s: %s", NO_CREDENTIALS, request_id(push), short_user(user),
+                             preview(item.reply), extra={"fields": {
+                                 "rid": request_id(push), "user": short_user(user), "kind": item.reply.kind,
+                                 "result": "unsent"}})
                 await self.store.outbox_update(item.finished("unsent", error=NO_CREDENTIALS))
+                if self.metrics is not None:
+                    self.metrics.sends["unsent", ""] += 1
             await self._log([LogEntry(self.clock(), user, "unsent", item.reply.kind, _text(item.reply),
                                       detail=NO_CREDENTIALS) for item in items])
             return items
@@ -165,6 +174,16 @@ class Outbox:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    def _observe(self, item: OutboxItem, result: str, errcode: int | None, elapsed_ms: float, attempts: int,
+                 level: int, message: str, *args: object) -> None:
+        """The metrics and the log line of one send: one line per send, with its errcode."""
+        if self.metrics is not None:
+            self.metrics.send(result, errcode, elapsed_ms / 1000)
+        if log.isEnabledFor(level):
+            log.log(level, message, *args, extra={"fields": {
+                "rid": request_id(item.push), "user": short_user(item.user), "kind": item.reply.kind,
+                "result": result, "errcode": errcode, "attempts": attempts, "latency_ms": round(elapsed_ms, 1)}})
+
     async def _deliver(self, item: OutboxItem) -> OutboxItem:
         """Send one reply; return it as it must be written back (sent, failed, or pending for later)."""
         assert self.sender is not None
@@ -181,20 +200,24 @@ class Outbox:
         attempts = item.attempts + max(result.attempts, 1)
         if result.ok:
             self.stats.sent += 1
-            log.info("sent %s to %s (%.0f ms, %d attempt(s))", item.reply.kind, short_user(item.user), elapsed,
-                     attempts)
+            self._observe(item, "sent", 0, elapsed, attempts, logging.INFO,
+                          "sent %s to %s rid=%s (%.0f ms, %d attempt(s))", item.reply.kind,
+                          short_user(item.user), request_id(item.push), elapsed, attempts)
             if item.reply.kind != "typing":
                 await self._log([LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))])
             return replace(item, status="sent", attempts=attempts, errcode=0, error=None)
         if result.errcode in TRANSIENT and attempts < self.settings.max_attempts and item.reply.kind != "typing":
             self.stats.retried += 1
             delay = min(MAX_BACKOFF, self.base_delay * 2 ** min(attempts, 16)) * (0.5 + random.random() / 2)
-            log.warning("send %s to %s failed (%s); trying again in %.0f s", item.reply.kind,
-                        short_user(item.user), result.reason, delay)
+            self._observe(item, "retry", result.errcode, elapsed, attempts, logging.WARNING,
+                          "send %s to %s rid=%s failed (%s); trying again in %.0f s", item.reply.kind,
+                          short_user(item.user), request_id(item.push), result.reason, delay)
             return replace(item, attempts=attempts, errcode=result.errcode, error=result.reason,
                            next_try=self.clock() + delay)
         self.stats.failed += 1
-        log.warning("send %s to %s failed: %s", item.reply.kind, short_user(item.user), result.reason)
+        self._observe(item, "failed", result.errcode, elapsed, attempts, logging.WARNING,
+                      "send %s to %s rid=%s failed: %s", item.reply.kind, short_user(item.user),
+                      request_id(item.push), result.reason)
         await self._log([LogEntry(self.clock(), item.user, "failed", item.reply.kind, _text(item.reply),
                                   errcode=result.errcode, detail=result.reason)])
         return replace(item, status="failed", attempts=attempts, errcode=result.errcode, error=result.reason)

@@ -331,6 +331,7 @@ class Reloader:
         self._watched = running
         self.builds = 0  # how many times a rule set was built (for tests and metrics)
         self.refused = 0
+        self.swaps = 0  # how many of them went live
 
     async def reload(self, reason: str) -> Outcome:
         """Reload now (after any reload already running) and return what happened."""
@@ -426,6 +427,7 @@ class Reloader:
             log.error("rules rejected, still serving %s: %s", old.version, "; ".join(self.holder.errors))
             outcome = Outcome(False, old.version, self.holder.errors, self.holder.restart_needed)
         else:
+            self.swaps += swapped
             outcome = Outcome(swapped, self.holder.current.version, (), built.restart_needed)
         async with self._changed:
             self._changed.notify_all()

@@ -33,6 +33,8 @@ from .dedupe import Dedupe
 from .engine import RuleSet, decide
 from .errors import ProtocolError, PushTooLarge, StoreError
 from .messages import Decision, Message, Reply
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
 from .outbox import Outbox, short_user
 from .protocol.crypto import WeChatCrypto
 from .protocol.push import Push, PushCodec
@@ -103,6 +105,7 @@ class Runtime:
     outbox: Outbox | None = None
     api: WeChatAPI | None = None
     session: aiohttp.ClientSession | None = None
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -135,6 +138,10 @@ def create_app(settings: Settings, *, ruleset: RuleSet | None = None, store: Sto
     app.router.add_post(path, handle_push)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/metrics", handle_metrics)
+    reloader = runtime.reloader
+    runtime.metrics.reloads = lambda: (reloader.builds, reloader.swaps, reloader.refused)
+    runtime.metrics.ruleset = lambda: (holder.current.version, len(holder.current.rules), holder.loaded_at)
     if settings.admin.token:
         app.router.add_get("/admin/status", handle_admin_status)
         app.router.add_post("/admin/reload", handle_admin_reload)
@@ -180,7 +187,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     rt.conversation = ConversationLog(rt.store)
     rt.conversation.start()
     rt.outbox = Outbox(rt.store, sender, rt.settings.outbox, rt.clock, base_delay=rt.retry.base_delay,
-                       conversation=rt.conversation)
+                       conversation=rt.conversation, metrics=rt.metrics)
     await rt.outbox.start()
     housekeeping = asyncio.create_task(_housekeeping(rt), name="kefu-housekeeping")
     log_flusher = asyncio.create_task(_flush_logs(), name="kefu-log-flush")
@@ -275,10 +282,12 @@ async def handle_push(request: web.Request) -> web.Response:
         body = await _read_body(request, rt.settings.security.max_body_bytes)
         push = codec.read(request.query, body, request.headers.get("Content-Type"))
     except ProtocolError as exc:
+        rt.metrics.refuse(exc.status)
         log.warning("push refused with %d from %s: %s", exc.status, request.remote, exc)
         return web.Response(status=exc.status, text=type(exc).__name__)
     except (aiohttp.ClientPayloadError, RequestPayloadError, HttpProcessingError, ConnectionError) as exc:
         # the client went away mid-body, or sent a Content-Encoding its body does not have
+        rt.metrics.refuse(400)
         log.warning("push body could not be read from %s: %s", request.remote, type(exc).__name__)
         return web.Response(status=400, text="unreadable body")
 
@@ -289,24 +298,30 @@ async def handle_push(request: web.Request) -> web.Response:
             answer = await asyncio.wait_for(asyncio.shield(future), RETRY_WAIT)
         except TimeoutError:
             answer = SUCCESS
-        log.info("push retried: user=%s type=%s answer=%s (no second run)", short_user(message.from_user),
-                 _type_label(message), answer.kind)
+        rt.metrics.retries += 1
+        log.info("push retried: rid=%s user=%s type=%s answer=%s (no second run)",
+                 logs.request_id(message.dedupe_key), short_user(message.from_user), _type_label(message),
+                 answer.kind)
         return answer.response()
     answer: Answer | None = None
     try:
         shared = await _shared_answer(rt, message.dedupe_key)
         if shared is not None:  # another instance got this push first
             answer = shared
-            log.info("push retried to this instance: user=%s type=%s answer=%s (decided elsewhere)",
-                     short_user(message.from_user), _type_label(message), answer.kind)
+            rt.metrics.retries += 1
+            log.info("push retried to this instance: rid=%s user=%s type=%s answer=%s (decided elsewhere)",
+                     logs.request_id(message.dedupe_key), short_user(message.from_user), _type_label(message),
+                     answer.kind)
         else:
             answer = await _handle_message(rt, push, started)
     except StoreError as exc:
         rt.health.failed(exc)
         answer = _safe_answer(rt, push)
+        rt.metrics.safe(_type_label(message), answer.kind, time.perf_counter() - started)
     except Exception:
         log.exception("push from %s could not be handled; answering safely", short_user(message.from_user))
         answer = _safe_answer(rt, push)
+        rt.metrics.safe(_type_label(message), answer.kind, time.perf_counter() - started)
     finally:  # retries waiting on this push get the same answer, even if this handler was cancelled
         if not future.done():
             future.set_result(answer if answer is not None else _safe_answer(rt, push))
@@ -384,10 +399,19 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     except StoreError as exc:
         rt.health.failed(exc)  # the state or cooldown of this step is lost; the answer and replies stand
     _log_push(rt, message, decision, answer, replies)
-    log.info("push user=%s type=%s%s rule=%s version=%s replies=%d answer=%s latency=%.1fms",
-             short_user(message.from_user), _type_label(message), " (aes)" if push.encrypted else "",
-             decision.label, decision.version,
-             len(replies), answer.kind, (time.perf_counter() - started) * 1000)
+    seconds = time.perf_counter() - started
+    label = _type_label(message)
+    rt.metrics.push(label, answer.kind.partition(" ")[0], decision.rule, message.is_event,
+                    answer.kind == "transfer", seconds, decision.error is not None)
+    if log.isEnabledFor(logging.INFO):
+        rid, user = logs.request_id(message.dedupe_key), short_user(message.from_user)
+        aes = " (aes)" if push.encrypted else ""
+        fields = {"rid": rid, "user": user, "type": label, "aes": push.encrypted, "rule": decision.rule,
+                  "version": decision.version, "replies": len(replies), "answer": answer.kind,
+                  "latency_ms": round(seconds * 1000, 2)}
+        log.info("push rid=%s user=%s type=%s%s rule=%s version=%s replies=%d answer=%s latency=%.1fms",
+                 rid, user, label, aes, decision.label, decision.version, len(replies), answer.kind,
+                 seconds * 1000, extra={"fields": fields})
     return answer
 
 
@@ -473,6 +497,18 @@ def loggable(value: str, limit: int = 48) -> str:
     """A value from a push, safe for a log line: no line breaks or control characters, bounded length."""
     value = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
     return value if len(value) <= limit else value[:limit] + "…"
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """Prometheus text. The outbox figures are read from the store now (skipped if it does not answer)."""
+    rt = request.app[RUNTIME]
+    try:
+        counts, oldest = await asyncio.wait_for(
+            asyncio.gather(rt.store.outbox_counts(), rt.store.outbox_oldest_pending()), 2.0)
+        rt.metrics.outbox = {**counts, "oldest_age": max(rt.clock() - oldest, 0.0) if oldest else 0.0}
+    except (StoreError, TimeoutError) as exc:
+        log.debug("metrics: outbox figures not read: %s", exc)
+    return web.Response(body=rt.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
