@@ -29,17 +29,49 @@ def _load(args: argparse.Namespace) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from .reload import load_ruleset
     from .server import create_app
+    from .workers import WorkersError, check_shared, listen, run_workers
 
     setup_logging(args.log_format, args.log_level)
     settings = _load(args)
-    app = create_app(settings, config=Path(args.config), watch=not args.no_watch, signals=True, tune_gc=True)
     log = logging.getLogger("bot.serve")
-    web.run_app(app, host=settings.server.host, port=settings.server.port, access_log=None,
-                shutdown_timeout=5.0,
-                print=lambda _: log.info("listening on http://%s:%d%s", settings.server.host,
-                                         settings.server.port, settings.server.path))
-    return 0
+    workers = args.workers
+    try:
+        check_shared(settings, workers)
+    except WorkersError as exc:
+        print(f"kefu serve: {exc}", file=sys.stderr)
+        return 2
+    new_loop = _event_loop(args.loop)
+    where = f"http://{settings.server.host}:{settings.server.port}{settings.server.path}"
+
+    def serve(sock: object | None = None) -> None:
+        app = create_app(settings, config=Path(args.config), watch=not args.no_watch, signals=True, tune_gc=True)
+        web.run_app(app, host=None if sock else settings.server.host, port=None if sock else settings.server.port,
+                    sock=sock, access_log=None, shutdown_timeout=5.0, loop=new_loop(),
+                    print=lambda _: log.info("listening on %s", where))
+
+    if workers <= 1:
+        serve()
+        return 0
+    load_ruleset(settings)  # a broken rule file stops here once, with file:line, not in every worker
+    sock = listen(settings.server.host, settings.server.port)
+    log.info("listening on %s with %d workers (%s loop)", where, workers, args.loop)
+    return run_workers(workers, sock, serve)
+
+
+def _event_loop(choice: str):
+    """A factory of event loops: uvloop's when installed (pip install 'kefu[fast]') unless --loop asyncio."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError as exc:
+            if choice == "uvloop":
+                raise SystemExit("kefu serve: --loop uvloop, but uvloop is not installed (pip install 'kefu[fast]')"
+                                 ) from exc
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -195,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--config", "-c", default="bot.yaml", help="the bot.yaml to use (default: bot.yaml)")
         p.add_argument("--log-format", choices=("text", "json"), default="text")
-        p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+        p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
         return p
 
     serve = command("serve", "run the bot server")
@@ -203,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="override server.port")
     serve.add_argument("--no-watch", action="store_true",
                        help="do not reload when files change (SIGHUP and POST /admin/reload still do)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="run N server processes on the port, sharing the sqlite or redis store (default 1)")
+    serve.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                       help="the event loop: uvloop when installed (auto, the default), or asyncio's own")
     serve.set_defaults(func=cmd_serve)
     command("check", "validate bot.yaml, rules and templates").set_defaults(func=cmd_check)
     command("chat", "type messages as a user and see what the bot would do").set_defaults(func=cmd_chat)

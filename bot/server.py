@@ -12,6 +12,7 @@ import gc
 import hmac
 import json
 import logging
+import os
 import re
 import signal
 import time
@@ -523,7 +524,7 @@ async def handle_readyz(request: web.Request) -> web.Response:
         store_ok = False
     ruleset = rt.rules.current
     ready = store_ok and rt.outbox is not None
-    body = {"ready": ready, "store": "ok" if store_ok else "unreachable",
+    body = {"ready": ready, "pid": os.getpid(), "store": "ok" if store_ok else "unreachable",
             "rules": {"version": ruleset.version, "count": len(ruleset.rules)}}
     return web.Response(status=200 if ready else 503, text=json.dumps(body), content_type="application/json")
 
