@@ -8,14 +8,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bot.engine import RuleSet, SourceFile, compile_ruleset
 from bot.engine.conditions import Keywords
 from bot.engine.decide import find_rule
-from bot.engine.index import SHARD_COST, build_index, derive
+from bot.engine.index import build_index, derive
 from bot.errors import RulesError
 from bot.messages import Message, State
 from bot.protocol.wire import message_from_fields
@@ -323,15 +322,33 @@ def test_a_lone_surrogate_in_the_text_tries_every_rule():
     assert derive(Keywords(("\ud800",))) is None
 
 
-@pytest.mark.parametrize("n", [3000])
-def test_many_keywords_go_into_several_automata(n):
-    ruleset = compile_rules([{"name": f"r{i}", "when": {"keywords": [f"退货{i}号", f"快递{i}单"]}, "reply": "a"}
-                             for i in range(n)])
+def many(n: int, changed: int | None = None) -> list[dict[str, Any]]:
+    return [{"name": f"r{i}", "when": {"keywords": [f"退货{i}号", f"快递{i}单" if i != changed else "新词"]},
+             "reply": "a"} for i in range(n)]
+
+
+def test_many_keywords_go_into_several_automata():
+    ruleset = compile_rules(many(3000))
     automata = ruleset.index.words[0].automata
-    assert len(automata) > 1 and sum(len(w.encode()) for w in ("退货1号",)) < SHARD_COST
-    for i in (0, n // 2, n - 1):
+    assert len(automata) > 1
+    for i in (0, 1500, 2999):
         assert both(ruleset, text(f"请问快递{i}单")) == (f"r{i}", {"keyword": f"快递{i}单"})
     assert both(ruleset, text("快递单")) == (None, {})
+
+
+def test_a_reload_reuses_the_automata_of_unchanged_words():
+    first = compile_rules(many(3000))
+    again = compile_ruleset([SourceFile("rules/a.yaml", json.dumps({"rules": many(3000)}) + "\n# edited\n")],
+                            previous=first)
+    old = [a for a, _ in first.index.words[0].automata]
+    assert [a for a, _ in again.index.words[0].automata] == old  # the same objects
+    edited = compile_ruleset([SourceFile("rules/a.yaml", json.dumps({"rules": many(3000, changed=1500)}))],
+                             previous=again)
+    new = [a for a, _ in edited.index.words[0].automata]
+    assert 1 <= sum(a not in old for a in new) <= 2  # an edit rebuilds the automaton around it, not the others
+    assert both(edited, text("新词")) == ("r1500", {"keyword": "新词"})
+    assert both(edited, text("快递1500单")) == (None, {})
+    assert both(edited, text("快递2999单")) == ("r2999", {"keyword": "快递2999单"})
 
 
 def test_a_rule_set_built_without_the_index_still_matches():

@@ -290,7 +290,7 @@ def compile_steps(
         raise RulesError(problems)
     ordered.sort(key=lambda entry: entry[:3])
     rules = tuple(entry[3] for entry in ordered)
-    index = yield from index_steps(rules)
+    index = yield from index_steps(rules, previous.index if previous is not None else None)
     # what kefu check's warnings need (engine/lint.py computes them only when asked: not on every reload)
     usage = MappingProxyType({
         "template_names": {t.key: t.name for t in template_files}, "used_templates": compiler.used_templates,

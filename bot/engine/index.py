@@ -20,6 +20,7 @@ every event.
 from __future__ import annotations
 
 import heapq
+import zlib
 from collections.abc import Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -61,10 +62,13 @@ NEEDS = {"text": "has_text", "equals": "has_text", "event": "is_event", "event_k
 STATE_NONE_WEIGHT = 100.0
 
 # An automaton is built in one call that holds the GIL: ~90 ns per byte of pattern plus ~0.3 µs per pattern. The
-# patterns are split into automata of about this cost (~3 ms of building each, what parsing a rule file of 100
-# rules takes), each built in its own step, so that a large rule set never holds the event loop long. Each
-# automaton costs ~0.3 µs per message.
-SHARD_COST = 32_000
+# patterns are split into automata of at most this cost (~3 ms of building, what parsing a rule file of 100 rules
+# takes), each built in its own step, so that a large rule set never holds the event loop long. Each automaton
+# costs ~0.3 µs per message. An automaton ends where a pattern's hash says so (once it has SHARD_MIN), so that an
+# edit moves the ends of the automata around it only: a reload reuses the others (see index_steps).
+SHARD_COST = 40_000
+SHARD_MIN = 32_000
+SHARD_END = 32  # after SHARD_MIN, one pattern in this many ends an automaton
 PATTERN_COST = 4  # bytes' worth of building per pattern
 RULES_PER_STEP = 200
 KEYS_PER_STEP = 2000
@@ -132,12 +136,13 @@ class _Words:
     """The `keywords` and `prefix` words of one text form (normalised, or as sent): automata over all of them,
     and for each word the rules it may make match anywhere in the text (keywords) or at its start (prefix)."""
 
-    __slots__ = ("normalized", "automata", "anywhere", "at_start", "has_prefix")
+    __slots__ = ("normalized", "automata", "built", "anywhere", "at_start", "has_prefix")
 
-    def __init__(self, normalized: bool, automata: tuple[tuple[Any, int], ...],
+    def __init__(self, normalized: bool, automata: tuple[tuple[Any, int], ...], built: dict[tuple[str, ...], Any],
                  anywhere: list[Postings | None], at_start: list[Postings | None]):
         self.normalized = normalized
         self.automata = automata  # (automaton, the index of its first word)
+        self.built = built  # the automata by their words, for the next rule set to reuse
         self.anywhere = anywhere
         self.at_start = at_start
         self.has_prefix = any(at_start)
@@ -260,9 +265,11 @@ class RuleIndex:
         return None, {}
 
 
-def index_steps(rules: Sequence[Rule]) -> Generator[None, None, RuleIndex]:
+def index_steps(rules: Sequence[Rule], previous: RuleIndex | None = None) -> Generator[None, None, RuleIndex]:
     """Build the index of `rules` (in matching order) in steps, like engine.compile_steps, whose last steps these
-    are: 200 rules, 2,000 keys, or one automaton (about 2 ms) each."""
+    are: 200 rules, 2,000 keys, or one automaton (about 2 ms) each. The automata of `previous` (the index of the
+    rule set being replaced) whose words are unchanged are reused."""
+    reusable = {w.normalized: w.built for w in previous.words} if previous is not None else {}
     always: list[int] = []
     classes: dict[str, list[int]] = {}
     postings: dict[Key, list[int]] = {}
@@ -302,16 +309,24 @@ def index_steps(rules: Sequence[Rule]) -> Generator[None, None, RuleIndex]:
     for normalized, (numbers, anywhere, at_starts) in texts.items():
         patterns = list(numbers)
         automata = []
+        built: dict[tuple[str, ...], Any] = {}
+        old = reusable.get(normalized, {})
         for start, end in _shards(patterns):
             yield
-            automata.append((ahocorasick_rs.AhoCorasick(patterns[start:end]), start))
-        words.append(_Words(normalized, tuple(automata), anywhere, at_starts))
+            shard = tuple(patterns[start:end])
+            automaton = old.get(shard)
+            if automaton is None:
+                automaton = ahocorasick_rs.AhoCorasick(shard)
+            built[shard] = automaton
+            automata.append((automaton, start))
+        words.append(_Words(normalized, tuple(automata), built, anywhere, at_starts))
     yield
     return RuleIndex(rules, always, classes, tuple(words), exact)
 
 
 def _shards(patterns: list[str]) -> Iterable[tuple[int, int]]:
-    """(start, end) slices of `patterns` each cheap enough to build in one step."""
+    """(start, end) slices of `patterns` each cheap enough to build in one step; where the slices end depends on
+    the patterns near the end, not on those before the slice."""
     start = cost = 0
     for i, pattern in enumerate(patterns):
         size = (len(pattern) if pattern.isascii() else len(pattern.encode("utf-8"))) + PATTERN_COST
@@ -319,6 +334,9 @@ def _shards(patterns: list[str]) -> Iterable[tuple[int, int]]:
             yield start, i
             start, cost = i, 0
         cost += size
+        if cost >= SHARD_MIN and zlib.crc32(pattern.encode("utf-8")) % SHARD_END == 0:  # the same in every run
+            yield start, i + 1
+            start, cost = i + 1, 0
     if start < len(patterns):
         yield start, len(patterns)
 
