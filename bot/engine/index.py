@@ -249,8 +249,12 @@ class RuleIndex:
         else:
             kind = 0 if subject.text is not None else 1 if subject.message.is_event else 2
             base = self.base[kind][handoff]
-            # both ascending; a rule may be in both (`any` of a regex and an event, say): tried once
-            order = base if not hits else hits if not base else heapq.merge(base, hits)
+            # both ascending; a rule may be in both (`any` of a regex and an event, say): tried once. sorted()
+            # merges two runs in C, ~10x faster than heapq.merge, which only wins by stopping early on a long list
+            if not hits or not base:
+                order = hits or base
+            else:
+                order = sorted((*base, *hits)) if len(base) <= 64 else heapq.merge(base, hits)
         last = -1
         for position in order:
             if position == last:
