@@ -14,6 +14,7 @@ from ..errors import RulesError
 from ..messages import PASSIVE_KINDS
 from ..yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml, type_name
 from .conditions import Condition, Not, StateIs
+from .index import index_steps
 from .render import Text
 from .replies import ReplyCompiler
 from .ruleset import Fallback, Rule, RuleSet, StateSpec
@@ -227,9 +228,10 @@ def compile_steps(
     previous: RuleSet | None = None,
     media: Mapping[str, Any] | None = None,
 ) -> Generator[None, None, RuleSet]:
-    """compile_ruleset in small steps: it yields after the templates and before each rule file and each rule
-    (well under a millisecond of work each, a file's YAML parse aside), so that a server can build a new rule
-    set on its event loop between requests."""
+    """compile_ruleset in small steps: it yields after the templates, before each rule file and each rule, and
+    while indexing the rules (engine/index.py). A step is well under a millisecond of work, but for a file's
+    YAML parse and one keyword automaton (a few milliseconds each), so that a server can build a new rule set
+    on its event loop between requests."""
     compiler = _Compiler(template_files, platform, templates_label,
                          previous.compiled if previous is not None else None)
     compiler.media = dict(media or {})
@@ -288,6 +290,7 @@ def compile_steps(
         raise RulesError(problems)
     ordered.sort(key=lambda entry: entry[:3])
     rules = tuple(entry[3] for entry in ordered)
+    index = yield from index_steps(rules, previous.index if previous is not None else None)
     # what kefu check's warnings need (engine/lint.py computes them only when asked: not on every reload)
     usage = MappingProxyType({
         "template_names": {t.key: t.name for t in template_files}, "used_templates": compiler.used_templates,
@@ -295,6 +298,7 @@ def compile_steps(
     return RuleSet(
         rules=rules,
         by_name=MappingProxyType({rule.name: rule for rule in rules}),
+        index=index,
         usage=usage,
         fallbacks=fallbacks or (Fallback(),),
         uses_cooldown=any(o[3].cooldown for o in ordered),

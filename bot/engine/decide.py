@@ -19,11 +19,17 @@ log = logging.getLogger(__name__)
 
 
 def find_rule(ruleset: RuleSet, message: Message, now: datetime, state: State | None = None,
-              cooling: frozenset[str] = frozenset(),
-              handoff: bool = False) -> tuple[Rule | None, dict[str, Any], Subject]:
+              cooling: frozenset[str] = frozenset(), handoff: bool = False, *,
+              linear: bool = False) -> tuple[Rule | None, dict[str, Any], Subject]:
     """The first rule that matches, with its captures; (None, {}, …) when none does. Rules cooling down for
-    this user are skipped; while the user is with agents (`handoff`), only rules marked during_handoff run."""
+    this user are skipped; while the user is with agents (`handoff`), only rules marked during_handoff run.
+
+    Only the rules the message can match are tested (see engine/index.py); `linear` tests every rule in turn,
+    which finds the same rule (the index's tests compare the two)."""
     subject = Subject.of(message, now, state)
+    if ruleset.index is not None and not linear:
+        rule, captures = ruleset.index.find(subject, cooling, handoff)
+        return rule, captures, subject
     for rule in ruleset.rules:
         if (cooling and rule.name in cooling) or (handoff and not rule.during_handoff):
             continue

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .conditions import Condition
 from .render import ReplyTemplate, Text
 from .templates import release
+
+if TYPE_CHECKING:
+    from .index import RuleIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,8 @@ class RuleSet:
     uses_cooldown: bool = False  # some rule has a cooldown (so the server loads the user's cooldowns)
     usage: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # for engine/lint.py
     by_name: Mapping[str, Rule] = field(default_factory=dict, repr=False, compare=False)
+    # which rules each message can match (engine/index.py); None: find_rule tries every rule
+    index: RuleIndex | None = field(default=None, repr=False, compare=False)
 
     def retire(self) -> None:
         """Free this rule set's templates by reference counting (see engine.templates.release). Only for a
