@@ -176,7 +176,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         sender = rt.api.send
     else:
         log.warning("no wechat.appid/secret: replies are logged and kept as '%s'", "not sent: no credentials")
-    rt.conversation = ConversationLog(rt.store)
+    rt.conversation = ConversationLog(rt.store, rt.settings.timezone)
     rt.conversation.start()
     rt.outbox = Outbox(rt.store, sender, rt.settings.outbox, rt.clock, base_delay=rt.retry.base_delay,
                        conversation=rt.conversation)
