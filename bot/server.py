@@ -137,6 +137,9 @@ def create_app(settings: Settings, *, ruleset: RuleSet | None = None, store: Sto
     if settings.admin.token:
         app.router.add_get("/admin/status", handle_admin_status)
         app.router.add_post("/admin/reload", handle_admin_reload)
+        from .console import setup as setup_console  # the web console for operators (bot/console)
+
+        setup_console(app)
     app.cleanup_ctx.append(_lifecycle)
     if watch or signals:
         app.cleanup_ctx.append(_reloading(watch, signals))
