@@ -30,7 +30,7 @@ HEADERS = {
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # (no-referrer would make browsers send `Origin: null` on POSTs)
 }
 # The session of the request being handled, set by @page and @action for the handler's duration (and reset
 # after: requests on one keep-alive connection run in one task).
