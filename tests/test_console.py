@@ -170,6 +170,16 @@ async def test_sessions_expire_and_logging_out_ends_them_everywhere(make_bot):
     assert replayed.status == 303  # a copy of the cookie is no good after logout
 
 
+async def test_a_session_holds_on_every_instance_sharing_the_store_and_ends_with_the_token(make_bot, tmp_path):
+    url = f"sqlite:///{tmp_path}/kefu.db"
+    first = await signed_in(make_bot, store=url)
+    second = await make_bot(RULES, config=CONFIG, store=url)  # another instance of the fleet
+    cookie = first.client.session.cookie_jar.filter_cookies(first.client.make_url("/admin"))[COOKIE].value
+    assert (await second.client.get("/admin/rules", cookies={COOKIE: cookie}, allow_redirects=False)).status == 200
+    rotated = await make_bot(RULES, config="admin:\n  token: a-new-token-after-a-leak\n", store=url)
+    assert (await rotated.client.get("/admin/rules", cookies={COOKIE: cookie}, allow_redirects=False)).status == 303
+
+
 async def test_every_post_needs_the_sessions_csrf_token_and_a_same_origin(make_bot):
     bot = await signed_in(make_bot)
     csrf = await csrf_of(bot)

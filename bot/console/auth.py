@@ -94,8 +94,10 @@ class Sessions:
         """Raises StoreError when the store cannot be reached."""
         now = time.monotonic()
         if self._key is None or now - self._key_checked > SALT_RECHECK:
-            await self._store.set_if_absent(SALT_KEY, secrets.token_hex(32), SALT_TTL)
             salt = await self._store.get(SALT_KEY)
+            if not salt:  # the first console request of this store: make the salt (once, whoever is first)
+                await self._store.set_if_absent(SALT_KEY, secrets.token_hex(32), SALT_TTL)
+                salt = await self._store.get(SALT_KEY)
             if not salt:
                 raise StoreError("the console's salt could not be kept in the store")
             self._key = hmac.new(salt.encode(), self._token.reveal().encode(), hashlib.sha256).digest()

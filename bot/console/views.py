@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
@@ -118,20 +119,29 @@ async def rules(request: web.Request) -> web.StreamResponse:
 # ---- conversations -------------------------------------------------------------------------------------
 
 
-def recent_users(entries: list[LogEntry]) -> list[dict[str, object]]:
+@dataclass
+class RecentUser:
+    user: str
+    last: float  # when the latest entry was logged
+    text: str | None = None  # what they wrote last
+    pushes: int = 0
+    failed: int = 0
+    transfers: int = 0
+
+
+def recent_users(entries: list[LogEntry]) -> list[RecentUser]:
     """Users of the newest log entries, the latest first, with what they last wrote and what went wrong."""
-    users: dict[str, dict[str, object]] = {}
+    users: dict[str, RecentUser] = {}
     for entry in reversed(entries):  # newest first
-        user = users.setdefault(entry.user, {"user": entry.user, "last": entry.ts, "text": None, "pushes": 0,
-                                             "failed": 0, "transfers": 0})
+        user = users.setdefault(entry.user, RecentUser(entry.user, entry.ts))
         if entry.kind == "push":
-            user["pushes"] = int(user["pushes"]) + 1  # type: ignore[call-overload]
-            if user["text"] is None:
-                user["text"] = entry.text or f"[{entry.msg_type}]"
+            user.pushes += 1
+            if user.text is None:
+                user.text = entry.text or f"[{entry.msg_type}]"
         elif entry.kind == "failed":
-            user["failed"] = int(user["failed"]) + 1  # type: ignore[call-overload]
+            user.failed += 1
         elif entry.kind == "transfer":
-            user["transfers"] = int(user["transfers"]) + 1  # type: ignore[call-overload]
+            user.transfers += 1
     return list(users.values())[:RECENT_USERS]
 
 
