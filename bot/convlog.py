@@ -1,13 +1,19 @@
 """The conversation log, written behind: entries are buffered and flushed to the store in batches (every
 FLUSH_EVERY seconds, or at FLUSH_AT entries), so logging never adds a store round trip to a push or a send.
-A crash loses at most the last FLUSH_EVERY seconds of log lines — never a reply."""
+A crash loses at most the last FLUSH_EVERY seconds of log lines — never a reply.
+
+Rule hit counts ride along: each flushed batch's `push` entries with a rule are counted (per rule, per local
+day in `timezone`) and added with one `hits_add` per batch and day."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
+from .config import TIMEZONE
 from .errors import StoreError
 from .store import LogEntry, Store
 
@@ -17,11 +23,27 @@ FLUSH_EVERY = 0.5
 FLUSH_AT = 500
 MAX_BUFFER = 50_000  # while the store is down, keep at most this many entries, dropping the oldest
 
+Hits = dict[str, dict[str, tuple[int, float]]]  # day -> rule -> (count, last)
+
+
+def count_hits(entries: list[LogEntry], timezone: ZoneInfo, into: Hits | None = None) -> Hits:
+    """The rules that fired in `entries` (pushes a rule answered), counted per local day."""
+    hits: Hits = into if into is not None else {}
+    for entry in entries:
+        if entry.kind == "push" and entry.rule:
+            day = datetime.fromtimestamp(entry.ts, timezone).date().isoformat()
+            rules = hits.setdefault(day, {})
+            count, last = rules.get(entry.rule, (0, entry.ts))
+            rules[entry.rule] = (count + 1, max(last, entry.ts))
+    return hits
+
 
 class ConversationLog:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, timezone: ZoneInfo = TIMEZONE):
         self.store = store
+        self.timezone = timezone
         self._buffer: list[LogEntry] = []
+        self._hits: Hits = {}  # counted from flushed entries, not yet in the store (it failed)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -41,6 +63,23 @@ class ConversationLog:
             except StoreError as exc:
                 self._buffer[:0] = batch  # keep them for the next flush
                 log.debug("conversation log not written yet: %s", exc)
+                break
+            count_hits(batch, self.timezone, self._hits)
+            await self._flush_hits()
+        await self._flush_hits()  # counts a failed hits_add kept back
+
+    async def _flush_hits(self) -> None:
+        while self._hits:
+            day = min(self._hits)
+            counts = self._hits.pop(day)
+            try:
+                await self.store.hits_add(counts, day)
+            except StoreError as exc:  # keep them, with any counted meanwhile, for the next flush
+                kept = self._hits.setdefault(day, {})
+                for rule, (n, last) in counts.items():
+                    before, latest = kept.get(rule, (0, last))
+                    kept[rule] = (before + n, max(latest, last))
+                log.debug("rule hits not written yet: %s", exc)
                 return
 
     def start(self) -> None:

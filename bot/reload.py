@@ -213,6 +213,7 @@ class RulesHolder:
         self._clock = clock
         self._loaded = Loaded(ruleset, clock())
         self.errors: tuple[str, ...] = ()  # the problems of the last refused reload; () once one succeeds
+        self.refused_at: float | None = None  # when a reload was last refused (kept after one succeeds)
         self.restart_needed: tuple[str, ...] = ()  # bot.yaml settings changed since start
 
     @property
@@ -230,6 +231,11 @@ class RulesHolder:
     def swap(self, ruleset: RuleSet) -> None:
         self._loaded = Loaded(ruleset, self._clock())
         self.errors = ()
+
+    def refuse(self, errors: tuple[str, ...]) -> None:
+        """A reload was refused for `errors`; the current rule set keeps serving."""
+        self.errors = errors
+        self.refused_at = self._clock()
 
     def status(self) -> dict[str, Any]:
         ruleset = self.current
@@ -423,7 +429,7 @@ class Reloader:
         except SourceError as exc:
             self.refused += 1
             self._follow_new_paths()
-            self.holder.errors = tuple(str(p) for p in exc.problems)
+            self.holder.refuse(tuple(str(p) for p in exc.problems))
             log.error("rules rejected, still serving %s: %s", old.version, "; ".join(self.holder.errors))
             outcome = Outcome(False, old.version, self.holder.errors, self.holder.restart_needed)
         else:

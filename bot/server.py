@@ -146,6 +146,9 @@ def create_app(settings: Settings, *, ruleset: RuleSet | None = None, store: Sto
     if settings.admin.token:
         app.router.add_get("/admin/status", handle_admin_status)
         app.router.add_post("/admin/reload", handle_admin_reload)
+        from .console import setup as setup_console  # the web console for operators (bot/console)
+
+        setup_console(app)
     app.cleanup_ctx.append(_lifecycle)
     if watch or signals:
         app.cleanup_ctx.append(_reloading(watch, signals))
@@ -185,7 +188,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         sender = rt.api.send
     else:
         log.warning("no wechat.appid/secret: replies are logged and kept as '%s'", "not sent: no credentials")
-    rt.conversation = ConversationLog(rt.store)
+    rt.conversation = ConversationLog(rt.store, rt.settings.timezone)
     rt.conversation.start()
     rt.outbox = Outbox(rt.store, sender, rt.settings.outbox, rt.clock, base_delay=rt.retry.base_delay,
                        conversation=rt.conversation, metrics=rt.metrics)

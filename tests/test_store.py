@@ -188,6 +188,39 @@ async def test_lane_next_is_one_atomic_step_of_a_users_lane(backend):
         assert await store.lane_next("u", "A", 15) == (True, fourth)
 
 
+async def test_outbox_get_retry_and_drop(backend):
+    store, clock, _ = backend
+    a, b, c = await store.outbox_add("u", (TextReply("a"), TextReply("b"), TextReply("c")), "p", clock.now)
+    other = (await store.outbox_add("v", (TextReply("v"),), "q", clock.now))[0]
+    assert await store.outbox_get(a.id) == a
+    assert await store.outbox_get(10**9) is None
+    await store.outbox_update(a.finished("failed", 3, 45015, "45015: too late"))
+    await store.outbox_update(b.finished("sent", 1, 0))
+    await store.outbox_update(other.finished("failed", 1, 45047, "quota"))
+    assert (await store.outbox_get(a.id)).status == "failed"
+    assert await store.outbox_retry(b.id, clock.now) is None  # only failed items: sent stays sent
+    assert await store.outbox_retry(c.id, clock.now) is None  # pending stays as it is
+    assert await store.outbox_drop(b.id) is False and await store.outbox_drop(c.id) is False
+    retried = await store.outbox_retry(a.id, clock.now + 7)
+    assert retried is not None and retried.id == a.id and retried.reply == TextReply("a")
+    assert (retried.status, retried.attempts, retried.errcode, retried.error) == ("pending", 0, None, None)
+    assert retried.next_try == clock.now + 7
+    assert await store.outbox_get(a.id) == retried
+    assert await store.outbox_retry(a.id, clock.now) is None  # twice: the second finds it pending
+    assert await store.outbox_next("u") == retried  # back in the lane, before c (id order)
+    assert await store.outbox_users() == ["u"]
+    assert await store.outbox_counts() == {"pending": 2, "sent": 1, "failed": 1, "unsent": 0}
+    assert await store.outbox_drop(other.id) is True
+    assert await store.outbox_drop(other.id) is False
+    assert await store.outbox_get(other.id) is None
+    assert await store.outbox_items(status="failed") == []
+    assert await store.outbox_counts() == {"pending": 2, "sent": 1, "failed": 0, "unsent": 0}
+    ok, item = await store.lane_next("u", "A", 15)
+    assert ok and item == retried
+    ok, item = await store.lane_next("u", "A", 15, done=item.finished("sent", 1, 0))
+    assert ok and item == c
+
+
 def _fields(item):
     return {name: getattr(item, name) for name in item.__dataclass_fields__}
 
@@ -214,6 +247,26 @@ async def test_conversation_log(backend):
     assert len(await store.log_query()) == 3
 
 
+# ---- rule hits -----------------------------------------------------------------------------------------
+
+
+async def test_rule_hits_add_up_by_day_with_the_latest_hit(backend):
+    from bot.store import RuleHits
+
+    store, clock, _ = backend
+    t = clock.now
+    assert await store.hits("2027-01-15") == {}
+    await store.hits_add({}, "2027-01-15")
+    await store.hits_add({"shipping": (3, t + 5), "欢迎 welcome": (1, t)}, "2027-01-14")
+    await store.hits_add({"shipping": (2, t + 2), "human": (1, t + 9)}, "2027-01-15")  # an older last: kept
+    await asyncio.gather(*[store.hits_add({"human": (1, t + 10 + n)}, "2027-01-15") for n in range(5)])
+    today = await store.hits("2027-01-15")
+    assert today == {"shipping": RuleHits(5, 2, t + 5), "欢迎 welcome": RuleHits(1, 0, t),
+                     "human": RuleHits(6, 6, t + 14)}
+    assert (await store.hits("2027-01-14"))["shipping"] == RuleHits(5, 3, t + 5)
+    assert (await store.hits("2027-01-16"))["human"] == RuleHits(6, 0, t + 14)
+
+
 # ---- opening -----------------------------------------------------------------------------------------
 
 
@@ -231,12 +284,41 @@ async def test_sqlite_data_survives_a_restart(tmp_path):
     await store.open()
     await store.outbox_add("u", (TextReply("after the crash"),), "p", 1.0)
     await store.set("state:u", "waiting", 600)
+    await store.hits_add({"shipping": (2, 5.0)}, "2027-01-15")
     await store.close()
     again = open_store(url)
     await again.open()
     assert (await again.outbox_next("u")).reply == TextReply("after the crash")
     assert await again.get("state:u") == "waiting"
+    assert (await again.hits("2027-01-15"))["shipping"].total == 2
     await again.close()
+
+
+async def test_sqlite_migrates_a_version_1_file(tmp_path):
+    import sqlite3
+
+    from bot.store.sqlite import MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for sql in MIGRATIONS[0]:
+        db.execute(sql)
+    db.execute("INSERT INTO log (ts, user, kind, msg_type, text, rule, errcode, detail) "
+               "VALUES (1, 'o1', 'push', 'text', 'hi', 'r', NULL, '')")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        assert [e.text for e in await store.log_query()] == ["hi"]  # kept
+        await store.hits_add({"r": (1, 2.0)}, "2027-01-15")
+        assert (await store.hits("2027-01-15"))["r"].today == 1
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    db.close()
 
 
 async def test_redis_sets_expiry_and_uses_its_prefix():

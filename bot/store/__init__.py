@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..config import redact_url
 from ..errors import ConfigError, Problem
-from .base import STATUSES, LogEntry, OutboxItem, Status, Store
+from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status, Store
 from .memory import MemoryStore
 
 
@@ -35,4 +35,4 @@ def open_store(url: str, source: str = "bot.yaml", clock: Callable[[], float] = 
                                             "or redis://HOST:PORT/DB"))
 
 
-__all__ = ["STATUSES", "LogEntry", "MemoryStore", "OutboxItem", "Status", "Store", "open_store"]
+__all__ = ["STATUSES", "LogEntry", "MemoryStore", "OutboxItem", "RuleHits", "Status", "Store", "open_store"]

@@ -3,7 +3,7 @@ embedded default) and redis (a fleet of instances).
 
 Everything kefu keeps beyond one request goes through these methods: retry dedupe, the outbox, a small
 key-value space with expiry (the access token, locks, lane leases, conversation state, the media cache and
-send allowances) and the conversation log. Times are epoch seconds (`now` is passed in where the store
+send allowances), the conversation log and rule hit counts. Times are epoch seconds (`now` is passed in where the store
 compares times; `ttl` is relative). Every method may raise StoreError when the backend cannot be reached.
 """
 
@@ -55,6 +55,15 @@ class LogEntry:
     rule: str = ""  # the rule that fired ("" for the fallback)
     errcode: int | None = None
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHits:
+    """How often one rule fired: in total, on the day asked about, and when last (epoch seconds)."""
+
+    total: int = 0
+    today: int = 0
+    last: float | None = None
 
 
 class Store(Protocol):
@@ -136,6 +145,26 @@ class Store(Protocol):
         """created_at of the oldest pending item."""
         ...
 
+    async def outbox_get(self, id: int) -> OutboxItem | None:
+        """One item by id, whatever its status; None if there is no such item (never was, purged, dropped)."""
+        ...
+
+    async def outbox_retry(self, id: int, now: float) -> OutboxItem | None:
+        """Atomically put a *failed* item back in its user's lane: status pending, attempts 0, no error, next_try
+        `now`; it rejoins the user's pending items in id order. Returns the item as it is now, or None when it
+        is not failed (any more: sent, pending, dropped or unknown) — so two operators retrying at once send
+        it once. The caller wakes the user's lane (Outbox.kick)."""
+        ...
+
+    async def outbox_drop(self, id: int) -> bool:
+        """Atomically delete a *failed* item, so that it no longer shows as failed; the conversation log keeps
+        its `failed` line. True if it was failed and is gone; False (nothing changed) otherwise."""
+        ...
+
+    async def outbox_purge(self, before: float) -> int:
+        """Delete finished (sent, failed, unsent) items created before `before`; return how many."""
+        ...
+
     # -- the conversation log ------------------------------------------------------------------------
     async def log_add(self, entries: list[LogEntry]) -> None: ...
 
@@ -146,4 +175,15 @@ class Store(Protocol):
 
     async def log_purge(self, before: float) -> int:
         """Delete entries older than `before`; return how many."""
+        ...
+
+    # -- rule hits (written behind by ConversationLog, once per flushed batch) ------------------------
+    async def hits_add(self, counts: dict[str, tuple[int, float]], day: str) -> None:
+        """Count hits: rule name → (how many, the epoch of the latest), all on the local calendar `day`
+        ("YYYY-MM-DD"). Totals add up across calls and instances; `last` only moves forward."""
+        ...
+
+    async def hits(self, day: str) -> dict[str, RuleHits]:
+        """Every rule that ever fired → its hits, `today` being those of `day`. Rules that never fired are
+        absent."""
         ...

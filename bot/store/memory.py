@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import time
 from collections import OrderedDict
+from dataclasses import replace
 
 from ..messages import Reply
-from .base import STATUSES, LogEntry, OutboxItem, Status
+from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status
 
 KEEP_FINISHED = 10_000
 KEEP_LOG = 100_000
+KEEP_HIT_DAYS = 8  # days of per-day hit counts kept (only "today" is asked for)
 
 
 class MemoryStore:
@@ -30,6 +33,8 @@ class MemoryStore:
         self._expiry: list[tuple[float, int, str]] = []
         self._log: list[LogEntry] = []
         self._finished = 0
+        self._hits: dict[str, tuple[int, float]] = {}  # rule -> (total, last)
+        self._hits_by_day: dict[str, dict[str, int]] = {}  # day -> rule -> count
 
     def __repr__(self) -> str:
         return f"MemoryStore(outbox={len(self._items)})"
@@ -130,8 +135,11 @@ class MemoryStore:
     async def outbox_update(self, item: OutboxItem) -> None:
         if item.id not in self._items:
             return
+        old = self._items[item.id]
         self._items[item.id] = item
-        if item.status != "pending":
+        if item.status == "pending" and old.status != "pending":  # a retry rejoins the lane in id order
+            bisect.insort(self._pending.setdefault(item.user, []), item.id)
+        elif item.status != "pending":
             ids = self._pending.get(item.user, [])
             if item.id in ids:
                 ids.remove(item.id)
@@ -189,6 +197,24 @@ class MemoryStore:
         oldest = min((ids[0] for ids in self._pending.values()), default=None)
         return self._items[oldest].created_at if oldest is not None else None
 
+    async def outbox_get(self, id: int) -> OutboxItem | None:
+        return self._items.get(id)
+
+    async def outbox_retry(self, id: int, now: float) -> OutboxItem | None:
+        item = self._items.get(id)
+        if item is None or item.status != "failed":
+            return None
+        again = replace(item, status="pending", attempts=0, errcode=None, error=None, next_try=now)
+        await self.outbox_update(again)
+        return again
+
+    async def outbox_drop(self, id: int) -> bool:
+        item = self._items.get(id)
+        if item is None or item.status != "failed":
+            return False
+        del self._items[id]
+        return True
+
     async def outbox_purge(self, before: float) -> int:
         old = [k for k, v in self._items.items() if v.status != "pending" and v.created_at < before]
         for key in old:
@@ -213,3 +239,18 @@ class MemoryStore:
         removed = len(self._log) - len(kept)
         self._log = kept
         return removed
+
+    # -- rule hits ---------------------------------------------------------------------------------
+
+    async def hits_add(self, counts: dict[str, tuple[int, float]], day: str) -> None:
+        today = self._hits_by_day.setdefault(day, {})
+        for rule, (n, last) in counts.items():
+            total, before = self._hits.get(rule, (0, last))
+            self._hits[rule] = (total + n, max(before, last))
+            today[rule] = today.get(rule, 0) + n
+        if len(self._hits_by_day) > KEEP_HIT_DAYS:
+            del self._hits_by_day[min(self._hits_by_day)]
+
+    async def hits(self, day: str) -> dict[str, RuleHits]:
+        today = self._hits_by_day.get(day, {})
+        return {rule: RuleHits(total, today.get(rule, 0), last) for rule, (total, last) in self._hits.items()}

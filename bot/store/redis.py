@@ -5,7 +5,9 @@ Every key starts with the prefix, so several bots can share one Redis:
 - `outbox:seq` (the id counter), `outbox:item:ID` (a hash per item), `outbox:pending:USER` (a list of the
   user's pending ids, oldest first), `outbox:users` (users with pending items, scored by their oldest
   pending id), `outbox:ids` (every id, scored by itself) and `outbox:counts` (items per status);
-- `log` (the conversation log, scored by ts) and `log:seq` (keeps equal entries apart).
+- `log` (the conversation log, scored by ts) and `log:seq` (keeps equal entries apart);
+- `hits:total` and `hits:last` (rule → hits ever, rule → epoch of the latest) and `hits:day:YYYY-MM-DD`
+  (rule → hits that local day, expiring after HIT_DAY_TTL).
 
 Changes to several keys run as Lua scripts (one round trip each), so every instance sees them whole (the
 scripts build item keys from a prefix they are given: fine on a single Redis, not on Cluster). Scripts that
@@ -34,7 +36,7 @@ from redis.exceptions import NoScriptError, RedisError
 from ..config import redact_url
 from ..errors import StoreError
 from ..messages import Reply, reply_from_dict, reply_to_dict
-from .base import STATUSES, LogEntry, OutboxItem, Status
+from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status
 from .memory import KEEP_LOG
 
 TIMEOUT = 2.0  # seconds to connect and to wait for an answer: an unreachable Redis fails fast
@@ -42,6 +44,7 @@ POOL_SIZE = 64  # connections per process
 HEALTH_CHECK = 30  # seconds a pooled connection may sit idle before it is pinged on its next use
 SCAN = 500  # ids or log entries read per round trip when scanning
 BATCH = 128  # at most this many commands per automatic pipeline
+HIT_DAY_TTL = 8 * 86400  # seconds a day's hit counts are kept (only "today" is asked for)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -153,9 +156,37 @@ for i = 1, n do redis.call('ZADD', KEYS[1], ARGV[2*i], string.format('%016d', fi
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[1]) - 1)
 return n"""
 
+# KEYS: the item, ids, counts. ARGV: id. Deletes the item if it is failed; 1 if it did.
+_OUTBOX_DROP = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
+redis.call('DEL', KEYS[1]); redis.call('ZREM', KEYS[2], ARGV[1]); redis.call('HINCRBY', KEYS[3], 'failed', -1)
+return 1"""
+
+# KEYS: the item, the user's pending list, users, counts. ARGV: item key prefix, id, user, next_try (JSON).
+# A failed item back to pending (attempts 0, no error); the item as item() returns it, or false.
+_OUTBOX_RETRY = _UPDATE_FN + _ITEM_FN + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return false end
+update(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3], 'pending', '0', 'null', 'null', ARGV[4])
+return item(ARGV[1], ARGV[2])"""
+
+# ARGV: item key prefix, id. The item, or false.
+_OUTBOX_GET = _ITEM_FN + "return item(ARGV[1], ARGV[2])"
+
+# KEYS: hits:total, hits:last, hits:day:DAY. ARGV: the day key's ttl (s), then rule, count, last for each rule.
+_HITS_ADD = """
+for i = 2, #ARGV, 3 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
+  local last = redis.call('HGET', KEYS[2], ARGV[i])
+  if not last or tonumber(last) < tonumber(ARGV[i + 2]) then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2]) end
+end
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+return 1"""
+
 _SCRIPTS = {"touch_if": _TOUCH_IF, "delete_if": _DELETE_IF, "add": _OUTBOX_ADD, "update": _OUTBOX_UPDATE,
             "next": _OUTBOX_NEXT, "lane": _LANE_NEXT, "items": _OUTBOX_ITEMS, "purge": _OUTBOX_PURGE,
-            "log_add": _LOG_ADD}
+            "log_add": _LOG_ADD, "drop": _OUTBOX_DROP, "retry": _OUTBOX_RETRY, "get": _OUTBOX_GET,
+            "hits_add": _HITS_ADD}
 _SHAS = {name: sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
 _LOG_FIELDS = tuple(f.name for f in fields(LogEntry))
 _dumps = json.dumps
@@ -426,6 +457,26 @@ class RedisStore:
                 return removed
             after = f"({int(ids[-1])}"
 
+    @_guarded
+    async def outbox_get(self, id: int) -> OutboxItem | None:
+        found = await self._run("get", [], [self._items, int(id)])
+        return None if found is None else _item(found)
+
+    @_guarded
+    async def outbox_retry(self, id: int, now: float) -> OutboxItem | None:
+        item = await self.outbox_get(id)  # for its user (which never changes): the script checks the status
+        if item is None or item.status != "failed":
+            return None
+        out = self._out
+        found = await self._run("retry", [f"{self._items}{item.id}", f"{out}pending:{item.user}", f"{out}users",
+                                          f"{out}counts"], [self._items, item.id, item.user, _dumps(float(now))])
+        return None if found is None else _item(found)
+
+    @_guarded
+    async def outbox_drop(self, id: int) -> bool:
+        return bool(await self._run("drop", [f"{self._items}{int(id)}", f"{self._out}ids", f"{self._out}counts"],
+                                    [int(id)]))
+
     # -- log ---------------------------------------------------------------------------------------
 
     @_guarded
@@ -459,3 +510,32 @@ class RedisStore:
     @_guarded
     async def log_purge(self, before: float) -> int:
         return int(await self._redis.zremrangebyscore(f"{self.prefix}log", "-inf", f"({float(before)!r}"))
+
+    # -- rule hits ---------------------------------------------------------------------------------
+
+    @_guarded
+    async def hits_add(self, counts: dict[str, tuple[int, float]], day: str) -> None:
+        if not counts:
+            return
+        args: list[Any] = [HIT_DAY_TTL]
+        for rule, (n, last) in counts.items():
+            args += (_b(rule), int(n), repr(float(last)))
+        hits = f"{self.prefix}hits:"
+        await self._run("hits_add", [f"{hits}total", f"{hits}last", f"{hits}day:{day}"], args)
+
+    @_guarded
+    async def hits(self, day: str) -> dict[str, RuleHits]:
+        hits = f"{self.prefix}hits:"
+        totals, lasts, today = (_pairs(raw) for raw in await asyncio.gather(
+            self._cmd("HGETALL", f"{hits}total"), self._cmd("HGETALL", f"{hits}last"),
+            self._cmd("HGETALL", f"{hits}day:{day}")))  # one pipeline
+        return {rule.decode("utf-8", "surrogatepass"): RuleHits(int(total), int(today.get(rule, 0)),
+                                                                 float(lasts[rule]) if rule in lasts else None)
+                for rule, total in totals.items()}
+
+
+def _pairs(raw: Any) -> dict[bytes, bytes]:
+    """HGETALL's answer as a dict, whether the client parsed it (RESP2: a dict) or not (a flat list)."""
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[::2], raw[1::2], strict=True))

@@ -26,9 +26,9 @@ from typing import Any, NamedTuple, TypeVar
 
 from ..errors import StoreError
 from ..messages import Reply, reply_from_dict, reply_to_dict
-from .base import STATUSES, LogEntry, OutboxItem, Status
+from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status
 
-SCHEMA_VERSION = 1  # PRAGMA user_version: raise it (and add the steps to MIGRATIONS) when the schema changes
+SCHEMA_VERSION = 2  # PRAGMA user_version: raise it (and add the steps to MIGRATIONS) when the schema changes
 BUSY_TIMEOUT_MS = 5000
 PURGE_EVERY = 500  # writes between two sweeps of expired keys and answers
 MAX_BATCH = 500  # calls per transaction: bounds how long one commit keeps other processes waiting
@@ -51,7 +51,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = ((
         msg_type TEXT NOT NULL, text TEXT NOT NULL, rule TEXT NOT NULL, errcode INTEGER, detail TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS log_user_ts ON log (user, ts)",
     "CREATE INDEX IF NOT EXISTS log_ts ON log (ts)",
+), (
+    # rule hits: one row per rule and local day, and one per rule with day '*' holding the total
+    """CREATE TABLE IF NOT EXISTS hits (
+        rule TEXT NOT NULL, day TEXT NOT NULL, count INTEGER NOT NULL, last REAL NOT NULL,
+        PRIMARY KEY (rule, day))""",
 ),)
+TOTAL_DAY = "*"  # the `day` of a rule's running total in the hits table
 
 ITEM_COLUMNS = "id, user, reply, push, created_at, send_as, status, attempts, errcode, error, next_try"
 LOG_COLUMNS = "ts, user, kind, msg_type, text, rule, errcode, detail"
@@ -316,6 +322,22 @@ class SqliteStore:
                                  "WHERE status = 'pending' ORDER BY id LIMIT 1")
         return rows[0][0] if rows else None
 
+    async def outbox_get(self, id: int) -> OutboxItem | None:
+        rows = await self._fetch("outbox_get", f"SELECT {ITEM_COLUMNS} FROM outbox WHERE id = ?", (id,))
+        return _item(rows[0]) if rows else None
+
+    async def outbox_retry(self, id: int, now: float) -> OutboxItem | None:
+        def retry(db: sqlite3.Connection) -> Any:
+            changed = db.execute("UPDATE outbox SET status = 'pending', attempts = 0, errcode = NULL, error = NULL, "
+                                 "next_try = ? WHERE id = ? AND status = 'failed'", (now, id)).rowcount
+            return db.execute(f"SELECT {ITEM_COLUMNS} FROM outbox WHERE id = ?", (id,)).fetchone() if changed else None
+
+        row = await self._call("outbox_retry", retry)
+        return _item(row) if row is not None else None
+
+    async def outbox_drop(self, id: int) -> bool:
+        return await self._write("outbox_drop", "DELETE FROM outbox WHERE id = ? AND status = 'failed'", (id,)) == 1
+
     async def outbox_purge(self, before: float) -> int:
         """Delete finished (sent, failed, unsent) items created before `before`; return how many."""
         return await self._write("outbox_purge", "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?",
@@ -341,6 +363,23 @@ class SqliteStore:
 
     async def log_purge(self, before: float) -> int:
         return await self._write("log_purge", "DELETE FROM log WHERE ts < ?", (before,))
+
+    # -- rule hits ---------------------------------------------------------------------------------
+
+    async def hits_add(self, counts: dict[str, tuple[int, float]], day: str) -> None:
+        if not counts:
+            return
+        rows = [(rule, d, n, last) for rule, (n, last) in counts.items() for d in (day, TOTAL_DAY)]
+        await self._call("hits_add", lambda db: db.executemany(
+            "INSERT INTO hits (rule, day, count, last) VALUES (?, ?, ?, ?) ON CONFLICT (rule, day) DO UPDATE "
+            "SET count = count + excluded.count, last = MAX(last, excluded.last)", rows).rowcount)
+
+    async def hits(self, day: str) -> dict[str, RuleHits]:
+        rows = await self._fetch("hits", "SELECT rule, day, count, last FROM hits WHERE day IN (?, ?)",
+                                 (TOTAL_DAY, day))
+        totals = {rule: (count, last) for rule, d, count, last in rows if d == TOTAL_DAY}
+        today = {rule: count for rule, d, count, _ in rows if d != TOTAL_DAY}
+        return {rule: RuleHits(total, today.get(rule, 0), last) for rule, (total, last) in totals.items()}
 
 
 # -- helpers of the store's thread --------------------------------------------------------------------
