@@ -93,11 +93,9 @@ class Outbox:
         items = await self.store.outbox_add(user, replies, push, self.clock(), send_as)
         if self.sender is None:
             for item in items:
-                if log.isEnabledFor(logging.INFO):
-                    log.info("%s: rid=%s to %s: %s", NO_CREDENTIALS, request_id(push), short_user(user),
-                             preview(item.reply), extra={"fields": {
-                                 "rid": request_id(push), "user": short_user(user), "kind": item.reply.kind,
-                                 "result": "unsent"}})
+                if log.isEnabledFor(logging.DEBUG):  # the push's line says replies=N; `kefu log` shows them
+                    log.debug("%s: rid=%s to %s: %s", NO_CREDENTIALS, request_id(push), short_user(user),
+                              preview(item.reply))
                 await self.store.outbox_update(item.finished("unsent", error=NO_CREDENTIALS))
                 if self.metrics is not None:
                     self.metrics.sends["unsent", ""] += 1

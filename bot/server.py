@@ -187,7 +187,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         rt.api = WeChatAPI(rt.settings.wechat, rt.session, rt.retry, store=rt.store)
         sender = rt.api.send
     else:
-        log.warning("no wechat.appid/secret: replies are logged and kept as '%s'", "not sent: no credentials")
+        log.warning("no wechat.appid/secret: replies are not sent but kept in the conversation log as '%s' "
+                    "(kefu log; --log-level DEBUG prints each)", "not sent: no credentials")
     rt.conversation = ConversationLog(rt.store, rt.settings.timezone)
     rt.conversation.start()
     rt.outbox = Outbox(rt.store, sender, rt.settings.outbox, rt.clock, base_delay=rt.retry.base_delay,

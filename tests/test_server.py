@@ -373,7 +373,7 @@ async def test_health_and_readiness(bot):
 
 
 async def test_without_credentials_replies_are_logged_and_kept_unsent(make_bot, fake, caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)  # at INFO the push's own line says replies=1; DEBUG shows each reply
     bot = await make_bot(RULES, templates=TEMPLATES, credentials=False)
     resp = await bot.push(xml_push(text_fields("发货")))
     assert await resp.text() == "success"
@@ -382,7 +382,10 @@ async def test_without_credentials_replies_are_logged_and_kept_unsent(make_bot, 
     items = await bot.runtime.store.outbox_items()
     assert [(i.status, i.error) for i in items] == [("unsent", "not sent: no credentials")]
     assert any("not sent: no credentials" in r.getMessage() and "测试小店" in r.getMessage()
-               for r in caplog.records)
+               for r in caplog.records if r.levelno == logging.DEBUG)
+    unsent = await bot.runtime.store.log_query()
+    assert sorted(e.kind for e in unsent) == ["push", "unsent"]  # what `kefu log` shows
+    assert any(e.kind == "unsent" and "测试小店" in e.text for e in unsent)
 
 
 async def test_sent_and_failed_replies_are_recorded_in_the_outbox(bot, fake):
