@@ -2,45 +2,55 @@
 and only the first may run the rules and send.
 
 The first delivery claims the push's key and gets a Future to resolve with its answer; a retry that arrives
-meanwhile (or within `ttl` seconds after) waits for that Future instead of deciding again.
+meanwhile (or within the window after) waits for that Future instead of deciding again.
+
+Keys are kept in generations: a new generation starts every `ttl / GENERATIONS` seconds and the oldest is
+dropped whole, so a key is remembered for between `ttl` and `ttl` plus one generation, forgetting costs nothing
+per push, and memory is bounded by the window, never by how long the process runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+GENERATIONS = 4
+WINDOW = 75.0  # seconds: WeChat retries within ~15 s; its documents ask to remember keys at least a minute
+
 
 class Dedupe(Generic[T]):
-    def __init__(self, ttl: float = 300.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, ttl: float = WINDOW, clock: Callable[[], float] = time.monotonic):
         self.ttl = ttl
         self.clock = clock
-        self._seen: OrderedDict[str, tuple[float, asyncio.Future[T]]] = OrderedDict()
+        self.step = ttl / GENERATIONS
+        self._generations: deque[tuple[float, dict[str, asyncio.Future[T]]]] = deque()
 
     def claim(self, key: str) -> tuple[bool, asyncio.Future[T]]:
         """(True, a new future) for the first delivery; (False, the first's future) for a retry."""
         now = self.clock()
-        self._expire(now)
-        entry = self._seen.get(key)
-        if entry is not None:
-            return False, entry[1]
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._seen[key] = (now + self.ttl, future)
+        generations = self._generations
+        if not generations or now - generations[-1][0] >= self.step:
+            self._rotate(now)
+        for _, seen in generations:
+            future = seen.get(key)
+            if future is not None:
+                return False, future
+        future = asyncio.get_running_loop().create_future()
+        generations[-1][1][key] = future
         return True, future
 
-    def _expire(self, now: float) -> None:
-        """Forget keys older than the TTL, in order. By time alone: a delivery still unanswered after the
-        TTL (a stuck handler) must not keep every later key alive."""
-        while self._seen:
-            key, (expires, _) = next(iter(self._seen.items()))
-            if expires > now:
-                break
-            del self._seen[key]
+    def _rotate(self, now: float) -> None:
+        """Start a generation; drop those that began more than ttl + one step ago. By time alone: a delivery
+        still unanswered after the window (a stuck handler) must not keep later keys alive."""
+        generations = self._generations
+        generations.append((now, {}))
+        while now - generations[0][0] > self.ttl + self.step:
+            generations.popleft()
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return sum(len(seen) for _, seen in self._generations)
