@@ -13,7 +13,7 @@ from ..messages import Reply
 from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status
 
 KEEP_FINISHED = 10_000
-KEEP_LOG = 100_000
+KEEP_LOG = 20_000  # the memory store is for trying kefu out: a long log here only slows full collections
 KEEP_HIT_DAYS = 8  # days of per-day hit counts kept (only "today" is asked for)
 
 
