@@ -328,8 +328,7 @@ async def handle_push(request: web.Request) -> web.Response:
         answer = _safe_answer(rt, push)
         rt.metrics.safe(_type_label(message), answer.kind, time.perf_counter() - started)
     finally:  # retries waiting on this push get the same answer, even if this handler was cancelled
-        if not future.done():
-            future.set_result(answer if answer is not None else _safe_answer(rt, push))
+        rt.dedupe.settle(message.dedupe_key, future, answer if answer is not None else _safe_answer(rt, push))
     return answer.response()
 
 

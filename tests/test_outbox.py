@@ -237,3 +237,20 @@ async def test_a_lane_leaves_the_moment_it_ends():
     await outbox.submit("u", texts(1, "b"), "p2")  # so this starts a new lane at once
     await outbox.drain()
     assert sent == ["a0", "b0"]
+
+
+def test_dedupe_keeps_only_the_answer_once_settled():
+    from bot.dedupe import Dedupe
+
+    async def scenario():
+        dedupe: Dedupe[str] = Dedupe()
+        first, future = dedupe.claim("k")
+        _, waiting = dedupe.claim("k")  # a retry while the first is deciding waits on the same future
+        assert first and waiting is future
+        dedupe.settle("k", future, "success")
+        assert future.result() == "success"
+        assert not any(isinstance(v, asyncio.Future) for _, seen in dedupe._generations for v in seen.values())
+        again, done = dedupe.claim("k")
+        assert not again and done.result() == "success"
+
+    asyncio.run(scenario())
