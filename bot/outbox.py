@@ -44,6 +44,8 @@ Sender = Callable[[str, Reply, str | None], Awaitable[SendResult]]  # (user, rep
 NO_CREDENTIALS = "not sent: no credentials"
 TRANSIENT = frozenset({-1, None})  # errcode None: network, timeout, HTTP 5xx, unreadable answer
 SCAN_EVERY = 5.0
+LANES_PER_SEND = 4  # lanes at once per send in flight (outbox.concurrency): the others wait their turn…
+MIN_LANES = 64  # …but never fewer than this many (lanes backing off hold theirs without sending)
 MAX_BACKOFF = 300.0
 
 
@@ -80,6 +82,10 @@ class Outbox:
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()  # users whose lane must look once more before it ends
+        # Users waiting for a lane, oldest first: at most max_lanes lanes run at once, so that a slow WeChat
+        # API (every lane waiting for a send) holds a bounded number of tasks, not one per user with a reply.
+        self._queued: dict[str, None] = {}
+        self.max_lanes = max(LANES_PER_SEND * settings.concurrency, MIN_LANES)
         self._scanner: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -112,7 +118,18 @@ class Outbox:
         if user in self._lanes:
             self._again.add(user)  # the lane may be about to end: it must look at the store once more
             return
+        if user in self._queued:
+            return  # its lane reads the store when it starts
+        if len(self._lanes) >= self.max_lanes:
+            self._queued[user] = None
+            return
         self._lanes[user] = asyncio.create_task(self._lane(user), name=f"outbox:{short_user(user)}")
+
+    def _start_queued(self) -> None:
+        while self._queued and len(self._lanes) < self.max_lanes and not self._closed:
+            user = next(iter(self._queued))
+            del self._queued[user]
+            self.kick(user)
 
     # ---- lanes ---------------------------------------------------------------------------------
 
@@ -135,6 +152,7 @@ class Outbox:
             # find a lane that no longer runs and wait for the next scan
             if self._lanes.get(user) is asyncio.current_task():
                 del self._lanes[user]
+                self._start_queued()
 
     async def _drain_lane(self, user: str) -> None:
         """Send the user's pending replies in order, one store round trip per step (see Store.lane_next)."""
@@ -236,7 +254,7 @@ class Outbox:
         users = await self.store.outbox_users()
         started = 0
         for user in users:
-            if user not in self._lanes:
+            if user not in self._lanes and user not in self._queued:
                 self.kick(user)
                 started += 1
         return started
@@ -265,13 +283,16 @@ class Outbox:
     async def drain(self) -> None:
         """Wait until no lane is working (everything pending has been sent, failed or is backing off
         in a lane — tests and benchmarks use this)."""
-        while self._lanes:
+        while self._lanes or self._queued:
+            if not self._lanes:  # pragma: no cover - a lane that ends starts the queued ones
+                self._start_queued()
             await asyncio.wait(set(self._lanes.values()))
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop taking work; give in-flight sends `timeout` seconds, then cancel them. Unsent replies stay
         pending in the store for the next start."""
         self._closed = True
+        self._queued.clear()  # their replies stay pending in the store
         if self._scanner is not None:
             self._scanner.cancel()
             with contextlib.suppress(asyncio.CancelledError):

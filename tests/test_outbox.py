@@ -254,3 +254,29 @@ def test_dedupe_keeps_only_the_answer_once_settled():
         assert not again and done.result() == "success"
 
     asyncio.run(scenario())
+
+
+async def test_a_slow_api_holds_a_bounded_number_of_lanes_and_every_reply_still_goes_once_in_order():
+    """While WeChat answers nothing, 300 users with replies do not make 300 waiting tasks: at most max_lanes
+    run, the rest queue; when WeChat answers, each user's replies go once, in order."""
+    store = MemoryStore()
+    release = asyncio.Event()
+    sent: list[tuple[str, str]] = []
+
+    async def sender(user, reply, send_as=None):
+        await release.wait()
+        sent.append((user, reply.content))
+        return SendResult(ok=True)
+
+    outbox = Outbox(store, sender, OutboxSettings(concurrency=2))
+    assert outbox.max_lanes == 64
+    for i in range(300):
+        await outbox.submit(f"u{i}", texts(2, f"r{i}-"), f"p{i}")
+    assert len(outbox._lanes) == 64 and len(outbox._queued) == 236
+    assert await outbox.scan() == 0  # queued users are not started twice by the scan
+    release.set()
+    await outbox.drain()
+    assert len(sent) == 600 and len(set(sent)) == 600
+    for i in range(300):
+        assert [text for user, text in sent if user == f"u{i}"] == [f"r{i}-0", f"r{i}-1"]
+    assert not outbox._lanes and not outbox._queued
