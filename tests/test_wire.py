@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.errors import MalformedPush, ProtocolError
 from bot.messages import (
@@ -522,3 +524,18 @@ def test_message_fields_are_a_copy():
     fields["Content"] = "changed later"
     assert message.fields["Content"] == "x"
     assert message.content == "x"
+
+
+_FIELD_TEXT = st.one_of(st.integers(-10**12, 10**12),
+                        st.text(alphabet=st.sampled_from(list("ab 快递&<>\"'\r\n\t]]>\x00\x1f\ufffe\U0001f600")),
+                                max_size=10))
+_FIELD_NAMES = st.sampled_from(["ToUserName", "Content", "MsgType", "TransInfo", "KfAccount", "Item"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_FIELD_NAMES, st.one_of(_FIELD_TEXT, st.dictionaries(_FIELD_NAMES, _FIELD_TEXT,
+                                                                             max_size=3)), max_size=5))
+def test_answers_are_serialised_exactly_as_elementtree_would(fields):
+    from bot.protocol.wire import _dump_with_etree, dump_fields
+
+    assert dump_fields(fields, "xml") == _dump_with_etree(fields)
