@@ -53,6 +53,7 @@ from bot.protocol.crypto import WeChatCrypto
 from bot.protocol.signature import sign
 
 from .load import NONCE, TIMESTAMP, push_body, safe_push
+from .outbox import redis_reachable
 
 TOKEN = "bench-token"
 APPID = "wxbench0000000000"
@@ -499,14 +500,6 @@ def write_kefu(root: Path, rules: int, store: str, *, api_base: str, concurrency
                       "security:\n  max_timestamp_age: 0\n"
                       f"admin:\n  token: {ADMIN}\noutbox:\n  concurrency: {concurrency}\n", encoding="utf-8")
     return config
-
-
-def redis_reachable() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def flush_redis() -> None:
