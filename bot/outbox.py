@@ -217,7 +217,7 @@ class Outbox:
         if result.ok:
             self.stats.sent += 1
             self._observe(item, "sent", 0, elapsed, attempts, logging.INFO,
-                          "sent %s to %s rid=%s (%.0f ms, %d attempt(s))", item.reply.kind,
+                          "sent %s to %s rid=%s errcode=0 (%.0f ms, %d attempt(s))", item.reply.kind,
                           short_user(item.user), request_id(item.push), elapsed, attempts)
             if item.reply.kind != "typing":
                 await self._log([LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))])
