@@ -668,14 +668,21 @@ class Suite:
         row.rss_warm_mb = server.rss()
         spy = None
         if a.py_spy:
-            out = Path(a.py_spy) / f"{name}.{'txt' if a.py_spy_format == 'raw' else a.py_spy_format}"
+            ext = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[a.py_spy_format]
+            out = Path(a.py_spy) / f"{name}.{ext}"
             out.parent.mkdir(parents=True, exist_ok=True)
             spy = self.procs.start(["py-spy", "record", "--pid", str(server.pid), "-d", str(round(a.seconds)),
                                     "-r", "100", "-f", a.py_spy_format, "-o", str(out)], self.cores.load)
             row.note = (row.note + " profiled (py-spy pauses the server 100×/s)").strip()
         watch = CpuWatch(server.pid, self.cores)
-        result = self.run_load(server, push, a.seconds)
-        row.cpu = watch.stop()
+        try:
+            result = self.run_load(server, push, a.seconds)
+            row.cpu = watch.stop()
+        finally:
+            if spy is not None:
+                if server.proc.poll() is None:
+                    spy.wait()  # py-spy writes its file once its seconds are over
+                self.procs.stop(spy)
         if server.proc.poll() is not None:
             raise ServerGone(f"the server exited with {server.proc.returncode} during the row")
         if row.cpu["others"] > self.args.max_others and not shared_core:
@@ -684,9 +691,6 @@ class Suite:
             row.note = (row.note + f" core shared: {row.cpu['others']:.0%} other processes").strip()
         if row.cpu["load_core"] > 0.95 and row.cpu["server"] < 0.9:
             row.note = (row.note + f" load core full ({row.cpu['load_core']:.0%}): the load may be the limit").strip()
-        if spy is not None:
-            spy.wait()
-            self.procs.live.remove(spy)
         row.rss_end_mb = server.rss()
         row.rate, row.p50_ms, row.p99_ms = result.rate, result.p50_ms, result.p99_ms
         row.requests, row.errors = result.requests, result.errors
