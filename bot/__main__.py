@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -45,8 +47,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     new_loop = _event_loop(args.loop)
     where = f"http://{settings.server.host}:{settings.server.port}{settings.server.path}"
 
+    metrics_folder: Path | None = None
+
     def serve(sock: object | None = None) -> None:
-        app = create_app(settings, config=Path(args.config), watch=not args.no_watch, signals=True, tune_gc=True)
+        app = create_app(settings, config=Path(args.config), watch=not args.no_watch, signals=True, tune_gc=True,
+                         metrics_folder=metrics_folder)
         web.run_app(app, host=None if sock else settings.server.host, port=None if sock else settings.server.port,
                     sock=sock, access_log=None, shutdown_timeout=5.0, loop=new_loop(),
                     print=lambda _: log.info("listening on %s", where))
@@ -57,7 +62,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     load_ruleset(settings)  # a broken rule file stops here once, with file:line, not in every worker
     sock = listen(settings.server.host, settings.server.port)
     log.info("listening on %s with %d workers (%s loop)", where, workers, args.loop)
-    return run_workers(workers, sock, serve)
+    metrics_folder = Path(tempfile.mkdtemp(prefix="kefu-metrics-"))  # each worker's counts, for /metrics
+    try:
+        return run_workers(workers, sock, serve, forget=lambda pid: (metrics_folder / f"{pid}.json").unlink(
+            missing_ok=True))
+    finally:
+        shutil.rmtree(metrics_folder, ignore_errors=True)
 
 
 def _event_loop(choice: str):

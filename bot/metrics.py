@@ -8,10 +8,14 @@ shared store every instance reports the fleet's outbox.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -33,6 +37,11 @@ class Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
+
+    def add(self, counts: list[int], total: float) -> None:
+        if len(counts) == len(self.counts):
+            self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
+            self.total += total
 
     def family(self, name: str, doc: str) -> HistogramMetricFamily:
         buckets, running = [], 0
@@ -87,6 +96,42 @@ class Metrics:
     def send(self, result: str, errcode: int | None, seconds: float) -> None:
         self.sends[result, "" if errcode is None else str(errcode)] += 1
         self.send_latency.observe(seconds)
+
+    # ---- several workers (kefu serve --workers N) ------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """This process's counts, as JSON, for the other workers to add to theirs."""
+        builds, swaps, refused = self.reloads()
+        return {"pushes": [[*key, n] for key, n in self.pushes.items()], "refused": list(self.refused.items()),
+                "retries": self.retries, "hits": self.hits, "fallbacks": self.fallbacks,
+                "transfers": self.transfers, "render_errors": self.render_errors,
+                "safe_answers": self.safe_answers, "sends": [[*key, n] for key, n in self.sends.items()],
+                "push_latency": [self.push_latency.counts, self.push_latency.total],
+                "send_latency": [self.send_latency.counts, self.send_latency.total],
+                "reloads": [builds, swaps, refused]}
+
+    def combined(self, others: list[dict]) -> Metrics:
+        """These counts plus the other workers' snapshots (the store-read figures are this process's)."""
+        total = Metrics()
+        total.started, total.ruleset, total.outbox = self.started, self.ruleset, self.outbox
+        reloads = list(self.reloads())
+        for snap in [self.snapshot(), *others]:
+            for label, answer, n in snap["pushes"]:
+                total.pushes[label, answer] += n
+            for status, n in snap["refused"]:
+                total.refused[int(status)] += n
+            for rule, n in snap["hits"].items():
+                total.hits[rule] += n
+            for result, errcode, n in snap["sends"]:
+                total.sends[result, errcode] += n
+            for name in ("retries", "fallbacks", "transfers", "render_errors", "safe_answers"):
+                setattr(total, name, getattr(total, name) + snap[name])
+            total.push_latency.add(*snap["push_latency"])
+            total.send_latency.add(*snap["send_latency"])
+        for snap in others:
+            reloads = [a + b for a, b in zip(reloads, snap["reloads"], strict=True)]
+        total.reloads = lambda: tuple(reloads)  # type: ignore[assignment]
+        return total
 
     # ---- exposition --------------------------------------------------------------------------------
 
@@ -145,3 +190,32 @@ class Metrics:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)  # type: ignore[arg-type]  # a collector: anything with collect()
         return generate_latest(registry)
+
+
+class SharedMetrics:
+    """Workers of one `kefu serve --workers N` share a folder (made by the parent): each writes its snapshot
+    there every second, and /metrics — whichever worker answers it — adds the others' to its own, so a
+    scrape through the shared port sees the whole server. A worker that exits takes its counts with it (its
+    file is removed), which Prometheus reads as a counter reset, as after a restart."""
+
+    def __init__(self, folder: Path, metrics: Metrics):
+        self.folder = folder
+        self.metrics = metrics
+        self.own = folder / f"{os.getpid()}.json"
+
+    def write(self) -> None:
+        tmp = self.own.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.metrics.snapshot(), ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, self.own)
+
+    def others(self) -> list[dict]:
+        out = []
+        for path in self.folder.glob("*.json"):
+            if path != self.own:
+                with contextlib.suppress(OSError, ValueError):
+                    out.append(json.loads(path.read_text(encoding="utf-8")))
+        return out
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.own.unlink()

@@ -35,7 +35,7 @@ from .engine import RuleSet, decide
 from .errors import ProtocolError, PushTooLarge, StoreError
 from .messages import Decision, Message, Reply
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import Metrics
+from .metrics import Metrics, SharedMetrics
 from .outbox import Outbox, short_user
 from .protocol.crypto import WeChatCrypto
 from .protocol.push import Push, PushCodec
@@ -107,6 +107,7 @@ class Runtime:
     api: WeChatAPI | None = None
     session: aiohttp.ClientSession | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    shared_metrics: SharedMetrics | None = None  # with --workers: the other workers' counts
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -115,7 +116,7 @@ RUNTIME = web.AppKey("runtime", Runtime)
 def create_app(settings: Settings, *, ruleset: RuleSet | None = None, store: Store | None = None,
                clock: Callable[[], float] = time.time, retry: RetryPolicy | None = None,
                config: Path | None = None, watch: bool = False, signals: bool = False,
-               tune_gc: bool = False) -> web.Application:
+               tune_gc: bool = False, metrics_folder: Path | None = None) -> web.Application:
     """Build the app. Loads the rules now (a RulesError here means the bot cannot start).
 
     `config` is the bot.yaml that reloads re-read (None: only the rules and templates folders); `watch`
@@ -143,6 +144,8 @@ def create_app(settings: Settings, *, ruleset: RuleSet | None = None, store: Sto
     reloader = runtime.reloader
     runtime.metrics.reloads = lambda: (reloader.builds, reloader.swaps, reloader.refused)
     runtime.metrics.ruleset = lambda: (holder.current.version, len(holder.current.rules), holder.loaded_at)
+    if metrics_folder is not None:
+        runtime.shared_metrics = SharedMetrics(metrics_folder, runtime.metrics)
     if settings.admin.token:
         app.router.add_get("/admin/status", handle_admin_status)
         app.router.add_post("/admin/reload", handle_admin_reload)
@@ -195,7 +198,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                        conversation=rt.conversation, metrics=rt.metrics)
     await rt.outbox.start()
     housekeeping = asyncio.create_task(_housekeeping(rt), name="kefu-housekeeping")
-    log_flusher = asyncio.create_task(_flush_logs(), name="kefu-log-flush")
+    log_flusher = asyncio.create_task(_flush_logs(rt), name="kefu-log-flush")
     if rt.reloader is not None and rt.reloader.manage_gc:
         gc.collect()
         gc.freeze()  # modules, the app and the first rule set live as long as the process
@@ -210,17 +213,27 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     finally:
         housekeeping.cancel()
         log_flusher.cancel()
+        if rt.shared_metrics is not None:
+            rt.shared_metrics.remove()
         await rt.outbox.close()
         await rt.conversation.close()
         await rt.session.close()
         await rt.store.close()
 
 
-async def _flush_logs() -> None:
-    """Log lines are written in batches (see logs.py): write a quiet moment's last lines within a moment."""
+async def _flush_logs(rt: Runtime) -> None:
+    """Log lines are written in batches (see logs.py): write a quiet moment's last lines within a moment.
+    With --workers, this worker's metrics are written for the others every second too."""
+    shared, last = rt.shared_metrics, 0.0
     while True:
         await asyncio.sleep(logs.FLUSH_EVERY)
         logs.tick()
+        if shared is not None and time.monotonic() - last >= 1.0:
+            last = time.monotonic()
+            try:
+                shared.write()
+            except OSError as exc:  # pragma: no cover - a full or vanished temp folder
+                log.debug("metrics: snapshot not written: %s", exc)
 
 
 async def _housekeeping(rt: Runtime) -> None:
@@ -512,7 +525,10 @@ async def handle_metrics(request: web.Request) -> web.Response:
         rt.metrics.outbox = {**counts, "oldest_age": max(rt.clock() - oldest, 0.0) if oldest else 0.0}
     except (StoreError, TimeoutError) as exc:
         log.debug("metrics: outbox figures not read: %s", exc)
-    return web.Response(body=rt.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+    metrics = rt.metrics
+    if rt.shared_metrics is not None:  # --workers: the whole server, whichever worker answers
+        metrics = metrics.combined(rt.shared_metrics.others())
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def handle_healthz(request: web.Request) -> web.Response:

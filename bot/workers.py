@@ -50,8 +50,10 @@ def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
-def run_workers(workers: int, sock: socket.socket, serve: Callable[[socket.socket], None]) -> int:
-    """Fork `workers` processes that each call serve(sock), supervise them, and return the exit status."""
+def run_workers(workers: int, sock: socket.socket, serve: Callable[[socket.socket], None],
+                forget: Callable[[int], None] = lambda pid: None) -> int:
+    """Fork `workers` processes that each call serve(sock), supervise them, and return the exit status.
+    `forget(pid)` is called for each worker that has exited (to drop what it left behind)."""
     children: dict[int, float] = {}  # pid → started at
     stopping = False
     crashes = 0
@@ -100,6 +102,7 @@ def run_workers(workers: int, sock: socket.socket, serve: Callable[[socket.socke
         started = children.pop(pid, None)
         if started is None:
             continue
+        forget(pid)
         code = os.waitstatus_to_exitcode(wait_status)
         if stopping:
             continue

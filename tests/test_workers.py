@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.store import open_store
 
@@ -124,6 +125,31 @@ async def _steps(proc, base: str, url: str, fake, log: list[str]) -> None:
         await store.close()
     texts = sorted(s["text"]["content"] for s in fake.sent)
     assert texts == sorted(f"查询 {i}" for i in range(30))  # each once, none twice
+
+    # /metrics through the shared port counts the whole server, whichever worker answers the scrape
+    async def scrape() -> tuple[int, tuple[float, float]]:
+        """(the pid that answered, (text pushes answered, retries)): one connection, so one worker."""
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), timeout=TIMEOUT) as session:
+            async with session.get(f"{base}/readyz") as resp:
+                pid = (await resp.json())["pid"]
+            async with session.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+        pushes = retries = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "kefu_pushes_total" and sample.labels == {"type": "text", "answer": "success"}:
+                    pushes = sample.value
+                elif sample.name == "kefu_push_retries_total":
+                    retries = sample.value
+        return pid, (pushes, retries)
+
+    seen: dict[int, tuple[float, float]] = {}
+    deadline = asyncio.get_running_loop().time() + 20
+    while len(seen) < 2 or any(v != (30, 60) for v in seen.values()):
+        assert asyncio.get_running_loop().time() < deadline, seen
+        pid, counts = await scrape()
+        seen[pid] = counts  # each worker's newest answer: both must come to the whole server's counts
+        await asyncio.sleep(0.05)
 
     # a worker that dies is replaced
     victim = min(children(proc.pid))
