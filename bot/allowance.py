@@ -62,7 +62,10 @@ def key(user: str) -> str:
 
 
 async def load(store: Store, user: str) -> Allowance | None:
-    raw = await store.get(key(user))
+    return parse(await store.get(key(user)))
+
+
+def parse(raw: str | None) -> Allowance | None:
     if not raw:
         return None
     try:

@@ -45,13 +45,15 @@ from .reload import Reloader, RulesHolder, load_ruleset
 from .store import LogEntry, Store, open_store
 from .store.health import StoreHealth
 from .store.state import (
+    cooldown_key,
     end_handoff,
-    in_handoff,
-    load_cooldowns,
-    load_state,
+    handoff_key,
+    parse_cooldowns,
+    parse_state,
     save_cooldown,
     save_state,
     start_handoff,
+    state_key,
 )
 from .textsplit import split_replies
 from .watch import watch
@@ -389,7 +391,8 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     message = push.message
     ruleset = rt.rules.current  # one snapshot for the whole push
     now = datetime.fromtimestamp(rt.clock(), rt.settings.timezone)
-    state, cooling, handoff = await _load_user(rt, ruleset, message)
+    user = await _load_user(rt, ruleset, message)
+    state, cooling, handoff = user.state, user.cooling, user.handoff
     decision = decide(ruleset, message, now, state, cooling=frozenset(cooling), handoff=handoff)
     if decision.error:
         log.error("rule %s failed to render its reply (%s); %s", decision.label, decision.error,
@@ -399,7 +402,7 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     replies = split_replies(decision.replies)  # texts over ~2,000 bytes become several messages
     passive = decision.passive and len(replies) == 1
     if rt.settings.quota.enabled and rt.api is not None:  # every push may open WeChat's send allowance
-        sends = await _within_allowance(rt, message, () if passive else replies)
+        sends = await _within_allowance(rt, message, () if passive else replies, user.allowance)
         replies = replies if passive else sends
     if passive:
         answer = _passive(rt, push, replies[0])  # an official account's answer in the HTTP reply
@@ -432,24 +435,30 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     return answer
 
 
-async def _load_user(rt: Runtime, ruleset: RuleSet, message: Message) -> tuple[Any, dict[str, float], bool]:
-    """What decide needs to know about the user — only what the rules and settings use."""
-    user, now = message.from_user, rt.clock()
-    wanted = (ruleset.uses_state, ruleset.uses_cooldown, bool(rt.settings.handoff.quiet and not message.is_event))
-    if wanted.count(True) > 1:  # several reads: at once (one round trip on Redis, one batch on SQLite)
-        async def nothing() -> None:
-            return None
+@dataclass(frozen=True, slots=True)
+class UserRecords:
+    """What the store holds about the user that this push needs."""
 
-        state, cooling, handoff = await asyncio.gather(
-            load_state(rt.store, user) if wanted[0] else nothing(),
-            load_cooldowns(rt.store, user, now) if wanted[1] else nothing(),
-            in_handoff(rt.store, user) if wanted[2] else nothing())
-        return state, cooling or {}, bool(handoff)
-    # one read or none: awaited directly, without gather's tasks
-    state = await load_state(rt.store, user) if wanted[0] else None
-    cooling = await load_cooldowns(rt.store, user, now) if wanted[1] else None
-    handoff = await in_handoff(rt.store, user) if wanted[2] else False
-    return state, cooling or {}, bool(handoff)
+    state: Any = None
+    cooling: dict[str, float] = field(default_factory=dict)
+    handoff: bool = False
+    allowance: allowance.Allowance | None = None
+
+
+async def _load_user(rt: Runtime, ruleset: RuleSet, message: Message) -> UserRecords:
+    """What decide and the send allowance need to know about the user — only what the rules and settings use
+    — in one read (one MGET on Redis, one SELECT on SQLite)."""
+    user, now = message.from_user, rt.clock()
+    wanted = {"state": ruleset.uses_state, "cooling": ruleset.uses_cooldown,
+              "handoff": bool(rt.settings.handoff.quiet and not message.is_event),
+              "allowance": rt.settings.quota.enabled and rt.api is not None}
+    keys = {"state": state_key, "cooling": cooldown_key, "handoff": handoff_key, "allowance": allowance.key}
+    names = [name for name, want in wanted.items() if want]
+    if not names:
+        return UserRecords()
+    raw = dict(zip(names, await rt.store.get_many([keys[name](user) for name in names]), strict=True))
+    return UserRecords(state=parse_state(raw.get("state")), cooling=parse_cooldowns(raw.get("cooling"), now),
+                       handoff=bool(raw.get("handoff")), allowance=allowance.parse(raw.get("allowance")))
 
 
 async def _after(rt: Runtime, ruleset: RuleSet, message: Message, decision: Decision, answer: Answer,
@@ -465,10 +474,11 @@ async def _after(rt: Runtime, ruleset: RuleSet, message: Message, decision: Deci
         await save_cooldown(rt.store, user, cooling, rule.name, now + rule.cooldown, now)
 
 
-async def _within_allowance(rt: Runtime, message: Message, replies: tuple[Reply, ...]) -> tuple[Reply, ...]:
-    """The replies WeChat's send allowance still lets through; the rest are dropped and logged."""
+async def _within_allowance(rt: Runtime, message: Message, replies: tuple[Reply, ...],
+                            current: allowance.Allowance | None) -> tuple[Reply, ...]:
+    """The replies WeChat's send allowance still lets through; the rest are dropped and logged. `current` is
+    the user's allowance as read with the user's other records."""
     now = rt.clock()
-    current = await allowance.load(rt.store, message.from_user)
     window = allowance.opened(current, message, now, rt.settings.quota, rt.settings.wechat.platform)
     messages = [r for r in replies if r.kind != "typing"]  # "typing…" is not a message: it costs nothing
     granted, after = allowance.take(window, len(messages), now)

@@ -93,6 +93,19 @@ async def test_key_value(backend):
         assert await store.get("forever") == "x"
 
 
+async def test_get_many_reads_several_keys_in_order(backend):
+    store, clock, kind = backend
+    assert await store.get_many([]) == []
+    await store.set("state:u", '{"name": "退货"}', 600)
+    await store.set("handoff:u", "1", 10)
+    await store.set("cooldowns:u", "{}")
+    assert await store.get_many(["state:u", "missing", "handoff:u", "cooldowns:u", "state:u"]) == [
+        '{"name": "退货"}', None, "1", "{}", '{"name": "退货"}']
+    if kind != "redis":
+        clock.now += 11  # handoff:u expired
+        assert await store.get_many(["handoff:u", "state:u"]) == [None, '{"name": "退货"}']
+
+
 async def test_locks(backend):
     store, clock, kind = backend
     results = await asyncio.gather(*[store.set_if_absent("lock:token", f"owner{i}", 10) for i in range(5)])

@@ -79,6 +79,9 @@ class MemoryStore:
     async def get(self, key: str) -> str | None:
         return self._live(key)
 
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        return [self._live(key) for key in keys]
+
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
         expires = self._clock() + ttl if ttl is not None else None
         self._kv[key] = (value, expires)

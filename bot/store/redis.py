@@ -355,6 +355,13 @@ class RedisStore:
         return None if value is None else value.decode("utf-8", "surrogatepass")
 
     @_guarded
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        if not keys:
+            return []
+        values = await self._cmd("MGET", *(self._kv + key for key in keys))
+        return [None if v is None else v.decode("utf-8", "surrogatepass") for v in values]
+
+    @_guarded
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
         await self._cmd("SET", self._kv + key, _b(value), *(() if ttl is None else ("PX", _ms(ttl))))
 

@@ -228,6 +228,15 @@ class SqliteStore:
         rows = await self._fetch("get", f"SELECT value FROM kv WHERE key = ? AND {LIVE}", (key, self._clock()))
         return rows[0][0] if rows else None
 
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        if not keys:
+            return []
+        marks = ", ".join("?" * len(keys))
+        rows = await self._fetch("get_many", f"SELECT key, value FROM kv WHERE key IN ({marks}) AND {LIVE}",
+                                 (*keys, self._clock()))
+        found = dict(rows)
+        return [found.get(key) for key in keys]
+
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
         await self._write("set", SET_KV, (key, value, self._clock() + ttl if ttl is not None else None))
 

@@ -14,7 +14,10 @@ def state_key(user: str) -> str:
 
 
 async def load_state(store: Store, user: str) -> State | None:
-    raw = await store.get(state_key(user))
+    return parse_state(await store.get(state_key(user)))
+
+
+def parse_state(raw: str | None) -> State | None:
     if not raw:
         return None
     try:
@@ -58,7 +61,10 @@ def cooldown_key(user: str) -> str:
 
 async def load_cooldowns(store: Store, user: str, now: float) -> dict[str, float]:
     """rule name → until, for the rules still cooling down for this user."""
-    raw = await store.get(cooldown_key(user))
+    return parse_cooldowns(await store.get(cooldown_key(user)), now)
+
+
+def parse_cooldowns(raw: str | None, now: float) -> dict[str, float]:
     try:
         data = json.loads(raw) if raw else {}
         return {str(k): float(v) for k, v in data.items() if float(v) > now}
