@@ -63,7 +63,7 @@ TEXT = {"hit": "我的快递到哪了", "miss": "随便问问"}
 EXPECT = {("hit", "plain"): "success", ("miss", "plain"): "transfer", ("hit", "safe"): "success",
           ("miss", "safe"): "encrypted"}
 WARM_FIRST = 10**12  # warm-up pushes are numbered from here, measured ones from 0: never the same MsgId
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = "redis://127.0.0.1:6379/15"  # the machine's Redis; replaced by the suite's own when it can start one
 STORES = ("memory", "sqlite", "redis")
 FORMATS = ("xml", "json", "safe")
 EXTRAS = ("matcher", "reload", "rss", "p99", "long", "workers")
@@ -502,6 +502,26 @@ def write_kefu(root: Path, rules: int, store: str, *, api_base: str, concurrency
     return config
 
 
+def own_redis(procs: Procs, cores: set[int], work: Path) -> str | None:
+    """A Redis of this run's own, pinned to the load's core (as if on another host), so that the Redis rows do
+    not depend on where the system's Redis happens to run. None when redis-server is not installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs.start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(work)], cores)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    return None
+
+
 def flush_redis() -> None:
     import redis
 
@@ -597,6 +617,7 @@ class Suite:
         self.load = LoadGen(self.procs, self.cores, self.work, args)
         self.loop = args.loop
         self.workers = False
+        self.redis = "-"
         self.hold: FakeAPI | None = None
         self.fast: FakeAPI | None = None
         self.refs: dict[str, Row] = {}
@@ -610,6 +631,12 @@ class Suite:
     def start(self) -> None:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, self.cores.load)  # this process stays off the server's core
+        if "redis" in self.args.stores:
+            global REDIS_URL
+            url = own_redis(self.procs, self.cores.load, self.work)
+            if url is not None:
+                REDIS_URL = url
+            self.redis = "own, pinned to the load's core" if url else "the machine's (not pinned)"
         self.hold = FakeAPI(self.procs, self.cores.load, 86400)  # answer rows: every send held
         self.fast = FakeAPI(self.procs, self.cores.load, 0)  # sustained rows: every send answered at once
         help_text = subprocess.run([sys.executable, "-m", "bot", "serve", "--help"], capture_output=True,
@@ -620,7 +647,7 @@ class Suite:
 
     def close(self) -> None:
         self.procs.stop_all()
-        if "redis" in self.args.stores and redis_reachable():
+        if "redis" in self.args.stores and REDIS_URL.startswith("redis://127.0.0.1:6379/"):
             with contextlib.suppress(Exception):
                 flush_redis()
         if not self.args.keep:
@@ -1142,6 +1169,7 @@ def machine(suite: Suite) -> dict:
         if suite.load.wrk else "not used"
     return {"cpu": cpu, "cores": os.cpu_count(), "pinned": suite.cores.pinned, "python": platform.python_version(),
             "aiohttp": aiohttp.__version__, "uvloop": uv, "loop": suite.loop, "wrk": wrk.split(" [")[0],
+            "redis": suite.redis,
             "commit": commit, "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "elapsed_s": round(getattr(suite, "elapsed", 0))}
 
@@ -1187,7 +1215,7 @@ def table(suite: Suite) -> str:
                 + (f", {results.count('ERROR')} ERROR" if "ERROR" in results else ""),
             "", f"machine: {m['cpu']}, {m['cores']} cores{'' if m['pinned'] else ' (not pinned: fewer than 2)'}; "
                 f"Python {m['python']}, aiohttp {m['aiohttp']}, uvloop {m['uvloop']} (servers run {m['loop']}); "
-                f"{m['wrk']}; kefu {m['commit']}; {m['date']}; {m['elapsed_s']} s"]
+                f"{m['wrk']}; redis: {m['redis']}; kefu {m['commit']}; {m['date']}; {m['elapsed_s']} s"]
     return "\n".join(out)
 
 
@@ -1242,15 +1270,15 @@ def main(argv: list[str] | None = None) -> int:
         a.seconds = 2.0 if a.quick else 5.0
     if a.long_seconds is None:
         a.long_seconds = 0.0 if a.quick else 60.0
-    if "redis" in a.stores and not redis_reachable():
-        log("redis: not reachable on 127.0.0.1:6379, its rows are left out")
+    if "redis" in a.stores and not redis_reachable() and shutil.which("redis-server") is None:
+        log("redis: no redis-server to start and none on 127.0.0.1:6379, its rows are left out")
         a.stores.remove("redis")
 
     suite = Suite(a)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `kill` still stops every process this run started
     try:
         suite.start()
-        log(f"kefu bench: servers run {suite.loop}; {suite.load.name}; work folder {suite.work}")
+        log(f"kefu bench: servers run {suite.loop}; {suite.load.name}; redis: {suite.redis}; work folder {suite.work}")
         suite.run()
     finally:
         suite.close()
