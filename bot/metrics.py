@@ -203,9 +203,10 @@ class SharedMetrics:
         self.metrics = metrics
         self.own = folder / f"{os.getpid()}.json"
 
-    def write(self) -> None:
+    def write(self, snapshot: dict) -> None:
+        """Write this worker's `snapshot` (Metrics.snapshot, taken on the event loop) for the others."""
         tmp = self.own.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.metrics.snapshot(), ensure_ascii=False), encoding="utf-8")
+        tmp.write_text(json.dumps(snapshot, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, self.own)
 
     def others(self) -> list[dict]:

@@ -192,13 +192,15 @@ class Outbox:
 
     def _observe(self, item: OutboxItem, result: str, errcode: int | None, elapsed_ms: float, attempts: int,
                  level: int, message: str, *args: object) -> None:
-        """The metrics and the log line of one send: one line per send, with its errcode."""
+        """The metrics and the log line of one send: one line per send, with its errcode. `message` starts
+        with the reply kind, the user and the request id (`%s … %s … rid=%s`); `args` fill the rest."""
         if self.metrics is not None:
             self.metrics.send(result, errcode, elapsed_ms / 1000)
         if log.isEnabledFor(level):
-            log.log(level, message, *args, extra={"fields": {
-                "rid": request_id(item.push), "user": short_user(item.user), "kind": item.reply.kind,
-                "result": result, "errcode": errcode, "attempts": attempts, "latency_ms": round(elapsed_ms, 1)}})
+            rid, user = request_id(item.push), short_user(item.user)
+            log.log(level, message, item.reply.kind, user, rid, *args, extra={"fields": {
+                "rid": rid, "user": user, "kind": item.reply.kind, "result": result, "errcode": errcode,
+                "attempts": attempts, "latency_ms": round(elapsed_ms, 1)}})
 
     async def _deliver(self, item: OutboxItem) -> OutboxItem:
         """Send one reply; return it as it must be written back (sent, failed, or pending for later)."""
@@ -217,8 +219,7 @@ class Outbox:
         if result.ok:
             self.stats.sent += 1
             self._observe(item, "sent", 0, elapsed, attempts, logging.INFO,
-                          "sent %s to %s rid=%s errcode=0 (%.0f ms, %d attempt(s))", item.reply.kind,
-                          short_user(item.user), request_id(item.push), elapsed, attempts)
+                          "sent %s to %s rid=%s errcode=0 (%.0f ms, %d attempt(s))", elapsed, attempts)
             if item.reply.kind != "typing":
                 await self._log([LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))])
             return replace(item, status="sent", attempts=attempts, errcode=0, error=None)
@@ -226,14 +227,12 @@ class Outbox:
             self.stats.retried += 1
             delay = min(MAX_BACKOFF, self.base_delay * 2 ** min(attempts, 16)) * (0.5 + random.random() / 2)
             self._observe(item, "retry", result.errcode, elapsed, attempts, logging.WARNING,
-                          "send %s to %s rid=%s failed (%s); trying again in %.0f s", item.reply.kind,
-                          short_user(item.user), request_id(item.push), result.reason, delay)
+                          "send %s to %s rid=%s failed (%s); trying again in %.0f s", result.reason, delay)
             return replace(item, attempts=attempts, errcode=result.errcode, error=result.reason,
                            next_try=self.clock() + delay)
         self.stats.failed += 1
         self._observe(item, "failed", result.errcode, elapsed, attempts, logging.WARNING,
-                      "send %s to %s rid=%s failed: %s", item.reply.kind, short_user(item.user),
-                      request_id(item.push), result.reason)
+                      "send %s to %s rid=%s failed: %s", result.reason)
         await self._log([LogEntry(self.clock(), item.user, "failed", item.reply.kind, _text(item.reply),
                                   errcode=result.errcode, detail=result.reason)])
         return replace(item, status="failed", attempts=attempts, errcode=result.errcode, error=result.reason)

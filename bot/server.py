@@ -232,8 +232,8 @@ async def _flush_logs(rt: Runtime) -> None:
         logs.tick()
         if shared is not None and time.monotonic() - last >= 1.0:
             last = time.monotonic()
-            try:
-                shared.write()
+            try:  # the counts as of now; the file write off the event loop
+                await asyncio.to_thread(shared.write, rt.metrics.snapshot())
             except OSError as exc:  # pragma: no cover - a full or vanished temp folder
                 log.debug("metrics: snapshot not written: %s", exc)
 
@@ -435,6 +435,10 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     return answer
 
 
+USER_KEYS: dict[str, Callable[[str], str]] = {"state": state_key, "cooling": cooldown_key,
+                                                "handoff": handoff_key, "allowance": allowance.key}
+
+
 @dataclass(frozen=True, slots=True)
 class UserRecords:
     """What the store holds about the user that this push needs."""
@@ -452,11 +456,10 @@ async def _load_user(rt: Runtime, ruleset: RuleSet, message: Message) -> UserRec
     wanted = {"state": ruleset.uses_state, "cooling": ruleset.uses_cooldown,
               "handoff": bool(rt.settings.handoff.quiet and not message.is_event),
               "allowance": rt.settings.quota.enabled and rt.api is not None}
-    keys = {"state": state_key, "cooling": cooldown_key, "handoff": handoff_key, "allowance": allowance.key}
     names = [name for name, want in wanted.items() if want]
     if not names:
         return UserRecords()
-    raw = dict(zip(names, await rt.store.get_many([keys[name](user) for name in names]), strict=True))
+    raw = dict(zip(names, await rt.store.get_many([USER_KEYS[name](user) for name in names]), strict=True))
     return UserRecords(state=parse_state(raw.get("state")), cooling=parse_cooldowns(raw.get("cooling"), now),
                        handoff=bool(raw.get("handoff")), allowance=allowance.parse(raw.get("allowance")))
 
@@ -537,7 +540,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
         log.debug("metrics: outbox figures not read: %s", exc)
     metrics = rt.metrics
     if rt.shared_metrics is not None:  # --workers: the whole server, whichever worker answers
-        metrics = metrics.combined(rt.shared_metrics.others())
+        metrics = metrics.combined(await asyncio.to_thread(rt.shared_metrics.others))
     return web.Response(body=metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
@@ -228,9 +227,13 @@ def dump_fields(fields: Mapping[str, Any], fmt: Format) -> bytes:
     return _element("xml", fields).encode("utf-8").replace(b"\r", b"&#13;")
 
 
+# Characters XML 1.0 cannot carry at all, not even as references.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
 def _element(tag: str, value: Any) -> str:
-    """One element as ElementTree's serializer writes it (tests/test_wire.py holds the two to the same bytes,
-    and _dump_with_etree is kept for that): text escaped, an empty element as `<Tag />`. A few string joins
+    """One element as ElementTree's serializer writes it (tests/test_wire.py holds the two to the same bytes):
+    text escaped, an empty element as `<Tag />`. A few string joins
     instead of building a tree: the transfer answer is written for every push no rule answers. Tags are
     kefu's own field names, never input. ElementTree writes \r raw, which parsers turn into \n: a character
     reference keeps it (every \r is inside text)."""
@@ -245,25 +248,6 @@ def _element(tag: str, value: Any) -> str:
         if ">" in inner:
             inner = inner.replace(">", "&gt;")
     return f"<{tag}>{inner}</{tag}>" if inner else f"<{tag} />"
-
-
-def _dump_with_etree(fields: Mapping[str, Any]) -> bytes:
-    root = ET.Element("xml")
-    _fill(root, fields)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=False).replace(b"\r", b"&#13;")
-
-
-# Characters XML 1.0 cannot carry at all, not even as references.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-
-
-def _fill(parent: ET.Element, fields: Mapping[str, Any]) -> None:
-    for key, value in fields.items():
-        child = ET.SubElement(parent, key)
-        if isinstance(value, Mapping):
-            _fill(child, value)
-        else:
-            child.text = _NOT_XML.sub("", str(value))
 
 
 def transfer_fields(message: Message, now: int, kf_account: str | None = None) -> dict[str, Any]:
