@@ -3,7 +3,12 @@
     python -m bench.bare --port P [--loop asyncio|uvloop] [--send API_BASE [--send-mode after|within|background]]
 
 - bare: read the body of any POST and answer `success`. No signature, no parsing, no store.
-- bare+send (`--send`): the same, plus one outbound POST per push — a JSON body like a customer-service
+- minimal (`--minimal TOKEN`): the hand-written minimal handler the targets are set against: check the
+  query's signature (sha1 of the sorted token, timestamp and nonce), parse the XML with ElementTree, look the
+  Content up in a dict, answer `success` to a hit and transfer_customer_service XML to a miss, as a mini
+  program's server does. No dedupe, no store, no templates, no reply, no log line, no outbox: what a push
+  costs when nothing else is done.
+- bare+send (`--send`): the bare app, plus one outbound POST per push — a JSON body like a customer-service
   message — to the fake WeChat API at API_BASE, through one pooled ClientSession, its answer read and parsed.
 
 Which send is the fair reference for kefu's *sustained* rate (`--send-mode`, default `after`):
@@ -26,8 +31,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import itertools
 import json
+import time
+import xml.etree.ElementTree as ET
 
 import aiohttp
 from aiohttp import web
@@ -35,7 +43,8 @@ from aiohttp import web
 SEND_PATH = "/cgi-bin/message/custom/send?access_token=BENCH_TOKEN"
 
 
-def make_app(send_base: str | None = None, send_mode: str = "after") -> web.Application:
+def make_app(send_base: str | None = None, send_mode: str = "after", minimal: str | None = None,
+             replies: dict[str, str] | None = None) -> web.Application:
     app = web.Application()
     session_key = web.AppKey("session", aiohttp.ClientSession)
     numbers = itertools.count()
@@ -52,7 +61,9 @@ def make_app(send_base: str | None = None, send_mode: str = "after") -> web.Appl
             raise RuntimeError(f"send refused: {answer}")
 
     async def push(request: web.Request) -> web.Response:
-        await request.read()
+        body = await request.read()
+        if minimal is not None:
+            return answer_minimal(minimal, replies or {}, request.query, body)
         if send_base is None:
             return web.Response(text="success")
         session = request.app[session_key]
@@ -85,6 +96,19 @@ def make_app(send_base: str | None = None, send_mode: str = "after") -> web.Appl
     return app
 
 
+def answer_minimal(token: str, replies: dict[str, str], query, body: bytes) -> web.Response:
+    parts = sorted((token, query.get("timestamp", ""), query.get("nonce", "")))
+    if hashlib.sha1("".join(parts).encode()).hexdigest() != query.get("signature"):
+        return web.Response(status=403, text="forbidden")
+    fields = {child.tag: child.text or "" for child in ET.fromstring(body)}
+    if fields.get("Content", "") in replies:
+        return web.Response(text="success")  # a mini program's answer to a hit (its reply goes by the API)
+    return web.Response(text=(
+        f"<xml><ToUserName><![CDATA[{fields['FromUserName']}]]></ToUserName>"
+        f"<FromUserName><![CDATA[{fields['ToUserName']}]]></FromUserName><CreateTime>{int(time.time())}</CreateTime>"
+        f"<MsgType><![CDATA[transfer_customer_service]]></MsgType></xml>"), content_type="text/xml")
+
+
 def use_loop(name: str) -> None:
     """Install the event loop policy the way kefu's server does (uvloop's when asked for)."""
     if name == "uvloop":
@@ -99,12 +123,16 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8081)
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     p.add_argument("--send", metavar="API_BASE", help="also POST once per push to this (fake) WeChat API")
+    p.add_argument("--minimal", metavar="TOKEN", help="the minimal handler, checking signatures with TOKEN")
+    p.add_argument("--hit", action="append", default=[], metavar="TEXT=REPLY",
+                   help="with --minimal: a text the dict answers, and its reply (repeatable)")
     p.add_argument("--send-mode", choices=("after", "within", "background"), default="after")
     a = p.parse_args()
     use_loop(a.loop)
     # as kefu serve runs its app: run_app with its default backlog, no access log
-    web.run_app(make_app(a.send.rstrip("/") if a.send else None, a.send_mode), host=a.host, port=a.port,
-                access_log=None, shutdown_timeout=5.0, print=None)
+    replies = dict(hit.split("=", 1) for hit in a.hit)
+    app = make_app(a.send.rstrip("/") if a.send else None, a.send_mode, a.minimal, replies)
+    web.run_app(app, host=a.host, port=a.port, access_log=None, shutdown_timeout=5.0, print=None)
 
 
 if __name__ == "__main__":

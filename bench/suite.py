@@ -59,6 +59,7 @@ TOKEN = "bench-token"
 APPID = "wxbench0000000000"
 AES_KEY = "kefuBenchKey0123456789abcdefghijklmnopqrstu"  # 43 characters: an EncodingAESKey
 ADMIN = "bench-admin"
+REFS = ("bare", "minimal", "bare+send")  # the reference servers (bench/bare.py), in the order they run
 TEXT = {"hit": "我的快递到哪了", "miss": "随便问问"}
 EXPECT = {("hit", "plain"): "success", ("miss", "plain"): "transfer", ("hit", "safe"): "success",
           ("miss", "safe"): "encrypted"}
@@ -699,8 +700,8 @@ class Suite:
             out = Path(a.py_spy) / f"{name}.{ext}"
             out.parent.mkdir(parents=True, exist_ok=True)
             spy = self.procs.start(["py-spy", "record", "--pid", str(server.pid), "-d", str(round(a.seconds)),
-                                    "-r", "100", "-f", a.py_spy_format, "-o", str(out)], self.cores.load)
-            row.note = (row.note + " profiled (py-spy pauses the server 100×/s)").strip()
+                                    "-r", str(a.py_spy_rate), "-f", a.py_spy_format, "-o", str(out)], self.cores.load)
+            row.note = (row.note + f" profiled (py-spy pauses the server {a.py_spy_rate}×/s)").strip()
         watch = CpuWatch(server.pid, self.cores)
         try:
             result = self.run_load(server, push, a.seconds)
@@ -749,6 +750,8 @@ class Suite:
         cmd = [sys.executable, "-m", "bench.bare", "--port", str(port), "--loop", self.loop]
         if kind == "bare+send":
             cmd += ["--send", self.fast.base]
+        elif kind == "minimal":
+            cmd += ["--minimal", TOKEN, "--hit", f"{TEXT['hit']}=您的快递已发出。"]
         server = Server(self.procs, cmd, port, self.cores.server, self.work / f"{name}.log")
         row = self.refs.get(kind) or Row(kind, rules=0)
         try:
@@ -1054,7 +1057,7 @@ class Suite:
         bare = self.refs.get("bare")
         send = self.refs.get("bare+send")
         for row in [*self.refs.values(), *self.rows]:
-            if row.kind in ("bare", "bare+send"):
+            if row.kind in REFS:
                 row.x_bare = row.rate / bare.rate if bare and bare.rate else None
                 if len(row.measures) > 1:
                     drift = (row.measures[-1] - row.measures[0]) / row.measures[0]
@@ -1098,6 +1101,8 @@ class Suite:
         sel = a.only
         kinds = {r.kind for r in rows}
         refs = ["bare"] if kinds or "p99" in sel else []
+        if "answer" in kinds:
+            refs.append("minimal")
         if "sustained" in kinds:
             refs.append("bare+send")
         started = time.monotonic()
@@ -1180,7 +1185,7 @@ def table(suite: Suite) -> str:
             "×b+send", "target", "result", "note"]
     lines = []
     for row in [*suite.refs.values(), *suite.rows]:
-        ref = row.kind in ("bare", "bare+send")
+        ref = row.kind in REFS
         lines.append([row.kind, row.fmt, "-" if ref else row.match, "-" if ref else f"{row.rules:,}",
                       row.store, f"{row.rate:,.0f}", f"{row.p50_ms:.1f}", f"{row.p99_ms:.1f}",
                       str(row.errors + row.wrong), f"{row.cpu['server']:.0%}" if row.cpu else "-",
@@ -1243,6 +1248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--py-spy", metavar="DIR",
                    help="record each measured row with py-spy into DIR (the rows run a little slower)")
     p.add_argument("--py-spy-format", choices=("flamegraph", "raw", "speedscope"), default="flamegraph")
+    p.add_argument("--py-spy-rate", type=int, default=100, metavar="N", help="py-spy samples per second")
     p.add_argument("--quiet-wait", type=float, default=30.0,
                    help="seconds to wait before a row for the server's core to be idle (other processes)")
     p.add_argument("--max-others", type=float, default=0.05,
