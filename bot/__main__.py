@@ -166,7 +166,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     async def send() -> int:
         async with aiohttp.ClientSession() as session:
             api = WeChatAPI(settings.wechat, session)
-            result = await api.send(args.openid, TextReply(args.text))
+            try:
+                result = await api.send(args.openid, TextReply(args.text))
+            finally:
+                await api.close()
         if result.ok:
             print(f"sent to {args.openid}")
             return 0

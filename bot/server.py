@@ -218,6 +218,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         if rt.shared_metrics is not None:
             rt.shared_metrics.remove()
         await rt.outbox.close()
+        if rt.api is not None:
+            await rt.api.close()
         await rt.conversation.close()
         await rt.session.close()
         await rt.store.close()

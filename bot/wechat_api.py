@@ -23,9 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
+from .apiclient import ClientError, JsonClient
 from .config import WeChatSettings
 from .errors import StoreError, WeChatAPIError
 from .messages import (
@@ -265,12 +267,19 @@ class WeChatAPI:
         self._media: dict[str, str] = {}  # media cache in this process (the store's is shared)
         self._media_locks: dict[str, asyncio.Lock] = {}
         self._timeout = aiohttp.ClientTimeout(total=self.retry.timeout)
+        # JSON POSTs (every send) go through the lean client; the token GET and uploads through aiohttp
+        self.client = JsonClient(self.base, limit=session.connector.limit if session.connector else 100)
 
     def __repr__(self) -> str:
         return f"WeChatAPI(appid={self.settings.appid!r}, base={self.base!r})"
 
+    async def close(self) -> None:
+        await self.client.close()
+
     async def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
                        body: bytes | aiohttp.FormData | None = None) -> dict[str, Any]:
+        if method == "POST" and isinstance(body, bytes):
+            return await self._post_json(path + ("?" + urlencode(params) if params else ""), body)
         headers = {"Content-Type": "application/json; charset=utf-8"} if isinstance(body, bytes) else None
         try:
             async with self.session.request(method, self.base + path, params=params, data=body,
@@ -282,13 +291,18 @@ class WeChatAPI:
                     raise WeChatAPIError(None, f"HTTP {resp.status}")
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _Transient(scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))) from None
+        return _json_object(raw)
+
+    async def _post_json(self, path: str, body: bytes) -> dict[str, Any]:
         try:
-            data = json.loads(raw)
-        except ValueError:
-            raise _Transient("the answer is not JSON") from None
-        if not isinstance(data, dict):
-            raise _Transient("the answer is not a JSON object")
-        return data
+            status, raw = await self.client.post(path, body, self.retry.timeout)
+        except (TimeoutError, ClientError) as exc:
+            raise _Transient(scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))) from None
+        if status >= 500:
+            raise _Transient(f"HTTP {status}")
+        if status != 200:
+            raise WeChatAPIError(None, f"HTTP {status}")
+        return _json_object(raw)
 
     async def _with_retries(self, call: Callable[[], Any]) -> tuple[dict[str, Any], int]:
         """Run `call` until it gives a non-transient answer or the attempts run out."""
@@ -449,6 +463,16 @@ def _with_media_id(reply: Reply, media_id: str) -> Reply:
     if isinstance(reply, ImageReply):
         return dataclasses.replace(reply, media_id=media_id)
     return dataclasses.replace(reply, thumb_media_id=media_id)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise _Transient("the answer is not JSON") from None
+    if not isinstance(data, dict):
+        raise _Transient("the answer is not a JSON object")
+    return data
 
 
 def _errcode(data: Mapping[str, Any]) -> int:
