@@ -49,11 +49,14 @@ class TextFormatter(logging.Formatter):
         self._clock = _Clock(utc=False)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = (f"{self._clock.text(record.created)},{int(record.msecs):03d} {record.levelname:<7} "
-                f"{record.name}: {record.getMessage()}")
+        line = self.line(record.created, record.levelname, record.name, record.getMessage(), None)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+    def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any] | None) -> str:
+        """The text format shows only the message: it says in words what the fields hold."""
+        return f"{self._clock.text(created)},{int((created % 1) * 1000):03d} {level:<7} {name}: {message}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -62,17 +65,18 @@ class JsonFormatter(logging.Formatter):
         self._clock = _Clock(utc=True)
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": f"{self._clock.text(record.created)}.{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return self.line(record.created, record.levelname, record.name, record.getMessage(),
+                         getattr(record, "fields", None), exc)
+
+    def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any] | None,
+             exc: str | None = None) -> str:
+        entry: dict[str, Any] = {"ts": f"{self._clock.text(created)}.{int((created % 1) * 1000):03d}Z",
+                                 "level": level.lower(), "logger": name, "msg": message}
         if fields:
             entry.update(fields)
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if exc:
+            entry["exc"] = exc
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
@@ -93,11 +97,13 @@ class LineHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        self.add(line, record.levelno >= logging.WARNING)
+
+    def add(self, line: str, urgent: bool = False) -> None:
         with self._guard:
             self._lines.append(line)
             self._size += len(line)
-        now = time.monotonic()
-        if record.levelno >= logging.WARNING or self._size >= FLUSH_AT or now - self._last >= FLUSH_EVERY:
+        if urgent or self._size >= FLUSH_AT or time.monotonic() - self._last >= FLUSH_EVERY:
             self.flush()
 
     def tick(self) -> None:
@@ -117,8 +123,43 @@ class LineHandler(logging.Handler):
                 pass
 
 
+_handler: LineHandler | None = None  # the handler setup_logging installed
+
+
+def info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
+    """An INFO line with structured fields — the push and send lines, one per push or reply. When kefu's own
+    handler is the only one the line reaches (as `kefu serve` sets it up), the line is formatted and buffered
+    directly: a LogRecord and the logging module's dispatch cost a push about as much as its matching. Else
+    (a test's caplog, an embedding application's handlers) it is an ordinary log call."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _handler
+    if handler is not None and _only(handler, logger):
+        formatter = handler.formatter
+        if isinstance(formatter, (TextFormatter, JsonFormatter)):
+            handler.add(formatter.line(time.time(), "INFO", logger.name, message, fields))
+            return
+    logger.info("%s", message, extra={"fields": fields})
+
+
+def _only(handler: LineHandler, logger: logging.Logger) -> bool:
+    """Whether `handler` on the root is the one handler a line from `logger` reaches, with no filters."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return False
+        if current.parent is None:  # the root
+            return (len(current.handlers) == 1 and current.handlers[0] is handler and not handler.filters
+                    and handler.level <= logging.INFO)
+        if current.handlers or not current.propagate:
+            return False
+        current = current.parent  # type: ignore[assignment]
+    return False  # pragma: no cover - a logger always ends at the root
+
+
 def setup_logging(fmt: str = "text", level: str = "INFO") -> LineHandler:
-    handler = LineHandler(sys.stderr)
+    global _handler
+    handler = _handler = LineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

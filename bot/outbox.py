@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from . import logs
 from .config import OutboxSettings
 from .convlog import ConversationLog
 from .errors import StoreError
@@ -198,9 +199,12 @@ class Outbox:
             self.metrics.send(result, errcode, elapsed_ms / 1000)
         if log.isEnabledFor(level):
             rid, user = request_id(item.push), short_user(item.user)
-            log.log(level, message, item.reply.kind, user, rid, *args, extra={"fields": {
-                "rid": rid, "user": user, "kind": item.reply.kind, "result": result, "errcode": errcode,
-                "attempts": attempts, "latency_ms": round(elapsed_ms, 1)}})
+            fields = {"rid": rid, "user": user, "kind": item.reply.kind, "result": result, "errcode": errcode,
+                      "attempts": attempts, "latency_ms": round(elapsed_ms, 1)}
+            if level == logging.INFO:  # one line per reply sent: the quick way (logs.info)
+                logs.info(log, message % (item.reply.kind, user, rid, *args), fields)
+            else:
+                log.log(level, message, item.reply.kind, user, rid, *args, extra={"fields": fields})
 
     async def _deliver(self, item: OutboxItem) -> OutboxItem:
         """Send one reply; return it as it must be written back (sent, failed, or pending for later)."""

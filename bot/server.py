@@ -431,9 +431,9 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
         fields = {"rid": rid, "user": user, "type": label, "aes": push.encrypted, "rule": decision.rule,
                   "version": decision.version, "replies": len(replies), "answer": answer.kind,
                   "latency_ms": round(seconds * 1000, 2)}
-        log.info("push rid=%s user=%s type=%s%s rule=%s version=%s replies=%d answer=%s latency=%.1fms",
-                 rid, user, label, aes, decision.label, decision.version, len(replies), answer.kind,
-                 seconds * 1000, extra={"fields": fields})
+        logs.info(log, f"push rid={rid} user={user} type={label}{aes} rule={decision.label} "
+                       f"version={decision.version} replies={len(replies)} answer={answer.kind} "
+                       f"latency={seconds * 1000:.1f}ms", fields)
     return answer
 
 

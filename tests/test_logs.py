@@ -57,3 +57,43 @@ def test_json_lines_carry_structured_fields():
     entry = json.loads(stream.getvalue())
     assert entry["msg"] == "push x" and entry["rid"] == "1a2b3c4d" and entry["rule"] == "物流"
     assert entry["level"] == "info" and entry["ts"].endswith("Z")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_quick_info_line_is_the_line_logging_would_write(fmt, monkeypatch):
+    """logs.info skips the LogRecord when kefu's handler is the only one: the line must not differ."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        handler = logs.setup_logging(fmt, "INFO")
+        handler.stream = stream = io.StringIO()
+        monkeypatch.setattr(logs.time, "time", lambda: 1_800_000_000.25)
+        monkeypatch.setattr(logging.time, "time_ns", lambda: 1_800_000_000_250_000_000)
+        log = logging.getLogger("bot.server")
+        fields = {"rid": "1a2b3c4d", "rule": "物流", "replies": 1}
+        logs.info(log, "push rid=1a2b3c4d rule=物流", fields)  # the quick way
+        log.info("%s", "push rid=1a2b3c4d rule=物流", extra={"fields": fields})  # the logging module's
+        handler.flush()
+        quick, usual = stream.getvalue().splitlines()
+        assert quick == usual
+        if fmt == "json":
+            assert json.loads(quick)["rule"] == "物流"
+        log.setLevel(logging.WARNING)
+        logs.info(log, "not shown", fields)
+        handler.flush()
+        assert "not shown" not in stream.getvalue()
+    finally:
+        logging.getLogger("bot.server").setLevel(logging.NOTSET)
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+def test_the_quick_info_line_reaches_every_handler_when_there_are_others(captured, caplog):
+    stream, handler = captured
+    logging.getLogger().addHandler(caplog.handler)  # as an embedding application's or a test's handler
+    with caplog.at_level(logging.INFO):
+        logs.info(logging.getLogger("bot.server"), "push rid=00000000", {"rid": "00000000"})
+    handler.flush()
+    assert [r.getMessage() for r in caplog.records] == ["push rid=00000000"]
+    assert caplog.records[0].fields == {"rid": "00000000"}
+    assert stream.getvalue().endswith("bot.server: push rid=00000000\n")
