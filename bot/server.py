@@ -489,6 +489,8 @@ async def _within_allowance(rt: Runtime, message: Message, replies: tuple[Reply,
     granted, after = allowance.take(window, len(messages), now)
     if allowance.changed(current, after):
         await allowance.save(rt.store, message.from_user, after, now)
+    if granted == len(messages) == len(replies):
+        return replies  # the usual case: every reply may go
     if granted < len(messages):
         dropped = tuple(messages[granted:])
         log.warning("send allowance of %s used up: %d repl%s dropped (they would fail with 45047)",

@@ -6,9 +6,10 @@ from types import MappingProxyType
 
 import pytest
 
-from bot.allowance import Allowance, opened, take
+from bot.allowance import Allowance, key, opened, parse, save, take
 from bot.config import QuotaSettings
 from bot.protocol.wire import message_from_fields
+from bot.store.memory import MemoryStore
 
 from .helpers import event_fields, text_fields, xml_push
 
@@ -82,3 +83,19 @@ async def test_the_allowance_can_be_turned_off(make_bot, fake):
     await bot.push(xml_push(event_fields("kf_close_session", KfAccount="a@x")))
     await bot.drain()
     assert len(fake.sent) == 1
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("5 1714285645.25", Allowance(5, 1714285645.25)),
+    ('{"left": 2, "until": 1060.0}', Allowance(2, 1060.0)),  # as versions before 2026-11-28 wrote it
+    ("", None), (None, None), ("garbage", None), ("1 2 3", None), ('{"left": "x"}', None),
+])
+def test_stored_records_old_and_new_are_read(raw, expected):
+    assert parse(raw) == expected
+
+
+async def test_a_saved_allowance_reads_back_exactly():
+    store = MemoryStore()
+    record = Allowance(3, 1714112445.123456)
+    await save(store, "o1", record, now=1714112000.0)
+    assert parse(await store.get(key("o1"))) == record
