@@ -552,3 +552,35 @@ def test_answers_are_serialised_exactly_as_elementtree_would(fields):
     fill(root, fields)
     expected = ET.tostring(root, encoding="utf-8", xml_declaration=False).replace(b"\r", b"&#13;")
     assert dump_fields(fields, "xml") == expected
+
+
+_TEXTISH = st.one_of(st.none(), st.text(max_size=8), st.sampled_from(["", " 12", "12", "١٢", "0", "1714112445"]),
+                     st.integers(-5, 2**60), st.booleans(), st.just({"a": "b"}))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.fixed_dictionaries({"MsgType": st.sampled_from(["text", "Text", " text"])},
+                             optional={"FromUserName": _TEXTISH, "ToUserName": _TEXTISH, "Content": _TEXTISH,
+                                       "MsgId": _TEXTISH, "MsgID": _TEXTISH, "CreateTime": _TEXTISH,
+                                       "bizmsgmenuid": _TEXTISH}))
+def test_the_plain_text_fast_path_builds_what_the_general_path_builds(fields):
+    """Some of these take the fast path (test_a_text_push_takes_the_fast_path shows one does)."""
+    from bot.protocol.wire import _any_message, _plain_text
+
+    quick = _plain_text(fields) if fields["MsgType"] == "text" else None
+    try:
+        general = _any_message(fields)
+    except MalformedPush:
+        assert quick is None
+        return
+    assert quick is None or quick == general
+    assert message_from_fields(fields) == general
+
+
+def test_a_text_push_takes_the_fast_path():
+    from bot.protocol.wire import _plain_text
+
+    from .helpers import text_fields, xml_push
+
+    fields = parse_fields(xml_push(text_fields("你好")), "xml")
+    assert _plain_text(fields) == message_from_fields(fields) and _plain_text(fields) is not None

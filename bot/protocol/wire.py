@@ -174,6 +174,14 @@ def _convert(fields: Mapping[str, Any], spec: dict[str, str]) -> dict[str, Any]:
 
 def message_from_fields(fields: Mapping[str, Any]) -> Message:
     """Build the typed Message. Unknown types and events are kept, never refused."""
+    if fields.get("MsgType") == "text":
+        message = _plain_text(fields)
+        if message is not None:
+            return message
+    return _any_message(fields)
+
+
+def _any_message(fields: Mapping[str, Any]) -> Message:
     from_user = _text(fields, "FromUserName")
     msg_type = (_text(fields, "MsgType") or "").strip().lower()
     if not from_user:
@@ -209,6 +217,21 @@ def message_from_fields(fields: Mapping[str, Any]) -> Message:
             extra["content"] = ""
         return cls(**common, **extra)
     return UnknownMessage(**common)
+
+
+def _plain_text(fields: Mapping[str, Any]) -> TextMessage | None:
+    """The most common push, a text as XML carries it (every value a plain string), built without the
+    general path's conversions; None for anything else (the general path then builds it the same)."""
+    get = fields.get
+    from_user, to_user, content, msg_id = get("FromUserName"), get("ToUserName"), get("Content"), get("MsgId")
+    create_time, menu_id = get("CreateTime"), get("bizmsgmenuid")
+    if (type(from_user) is str and from_user and type(to_user) is str and type(content) is str
+            and type(msg_id) is str and msg_id and type(create_time) is str and create_time.isdigit()
+            and create_time.isascii() and (menu_id is None or type(menu_id) is str)):
+        return TextMessage(to_user=to_user, from_user=from_user, create_time=int(create_time) or 0,
+                           msg_type="text", msg_id=msg_id, fields=MappingProxyType(dict(fields)),
+                           content=content, menu_id=menu_id)
+    return None
 
 
 def parse_message(body: bytes, content_type: str | None = None) -> tuple[Message, Format]:
