@@ -219,14 +219,15 @@ class Outbox:
                 log.exception("send to %s crashed", short_user(item.user))
                 result = SendResult(ok=False, errcode=None, errmsg=type(exc).__name__)
             elapsed = (time.perf_counter() - started) * 1000
-        attempts = item.attempts + max(result.attempts, 1)
+        tries = max(result.attempts, 1)
+        attempts = item.attempts + tries
         if result.ok:
             self.stats.sent += 1
             self._observe(item, "sent", 0, elapsed, attempts, logging.INFO,
                           "sent %s to %s rid=%s errcode=0 (%.0f ms, %d attempt(s))", elapsed, attempts)
             if item.reply.kind != "typing":
                 await self._log([LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))])
-            return replace(item, status="sent", attempts=attempts, errcode=0, error=None)
+            return item.finished("sent", tries, 0, None)
         if result.errcode in TRANSIENT and attempts < self.settings.max_attempts and item.reply.kind != "typing":
             self.stats.retried += 1
             delay = min(MAX_BACKOFF, self.base_delay * 2 ** min(attempts, 16)) * (0.5 + random.random() / 2)
@@ -239,7 +240,7 @@ class Outbox:
                       "send %s to %s rid=%s failed: %s", result.reason)
         await self._log([LogEntry(self.clock(), item.user, "failed", item.reply.kind, _text(item.reply),
                                   errcode=result.errcode, detail=result.reason)])
-        return replace(item, status="failed", attempts=attempts, errcode=result.errcode, error=result.reason)
+        return item.finished("failed", tries, result.errcode, result.reason)
 
     async def _log(self, entries: list[LogEntry]) -> None:
         if self.conversation is not None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -279,6 +279,9 @@ class WeChatAPI:
     async def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
                        body: bytes | aiohttp.FormData | None = None) -> dict[str, Any]:
         if method == "POST" and isinstance(body, bytes):
+            if params is not None and len(params) == 1 and "access_token" in params:  # every send: no urlencode
+                token = params["access_token"]
+                return await self._post_json(f"{path}?access_token={quote(token, safe='')}", body)
             return await self._post_json(path + ("?" + urlencode(params) if params else ""), body)
         headers = {"Content-Type": "application/json; charset=utf-8"} if isinstance(body, bytes) else None
         try:
