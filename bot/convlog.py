@@ -29,9 +29,12 @@ Hits = dict[str, dict[str, tuple[int, float]]]  # day -> rule -> (count, last)
 def count_hits(entries: list[LogEntry], timezone: ZoneInfo, into: Hits | None = None) -> Hits:
     """The rules that fired in `entries` (pushes a rule answered), counted per local day."""
     hits: Hits = into if into is not None else {}
+    second, day = None, ""
     for entry in entries:
         if entry.kind == "push" and entry.rule:
-            day = datetime.fromtimestamp(entry.ts, timezone).date().isoformat()
+            if int(entry.ts) != second:  # a batch's entries mostly share their second: one date conversion
+                second = int(entry.ts)
+                day = datetime.fromtimestamp(second, timezone).date().isoformat()
             rules = hits.setdefault(day, {})
             count, last = rules.get(entry.rule, (0, entry.ts))
             rules[entry.rule] = (count + 1, max(last, entry.ts))

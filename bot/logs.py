@@ -18,6 +18,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 FLUSH_EVERY = 0.2  # seconds a line may wait in the buffer (a quiet bot's last line: see LineHandler.tick)
@@ -126,20 +127,26 @@ class LineHandler(logging.Handler):
 _handler: LineHandler | None = None  # the handler setup_logging installed
 
 
-def info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
+def info(logger: logging.Logger, message: str,
+         fields: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
     """An INFO line with structured fields — the push and send lines, one per push or reply. When kefu's own
     handler is the only one the line reaches (as `kefu serve` sets it up), the line is formatted and buffered
     directly: a LogRecord and the logging module's dispatch cost a push about as much as its matching. Else
-    (a test's caplog, an embedding application's handlers) it is an ordinary log call."""
+    (a test's caplog, an embedding application's handlers) it is an ordinary log call. `fields` may be a
+    function making them: the text format never asks for it."""
     if not logger.isEnabledFor(logging.INFO):
         return
     handler = _handler
     if handler is not None and _only(handler, logger):
         formatter = handler.formatter
-        if isinstance(formatter, (TextFormatter, JsonFormatter)):
-            handler.add(formatter.line(time.time(), "INFO", logger.name, message, fields))
+        if isinstance(formatter, TextFormatter):
+            handler.add(formatter.line(time.time(), "INFO", logger.name, message, None))
             return
-    logger.info("%s", message, extra={"fields": fields})
+        if isinstance(formatter, JsonFormatter):
+            handler.add(formatter.line(time.time(), "INFO", logger.name, message,
+                                       fields() if callable(fields) else fields))
+            return
+    logger.info("%s", message, extra={"fields": fields() if callable(fields) else fields})
 
 
 def _only(handler: LineHandler, logger: logging.Logger) -> bool:

@@ -199,12 +199,14 @@ class Outbox:
             self.metrics.send(result, errcode, elapsed_ms / 1000)
         if log.isEnabledFor(level):
             rid, user = request_id(item.push), short_user(item.user)
-            fields = {"rid": rid, "user": user, "kind": item.reply.kind, "result": result, "errcode": errcode,
-                      "attempts": attempts, "latency_ms": round(elapsed_ms, 1)}
+            def fields() -> dict[str, object]:
+                return {"rid": rid, "user": user, "kind": item.reply.kind, "result": result, "errcode": errcode,
+                        "attempts": attempts, "latency_ms": round(elapsed_ms, 1)}
+
             if level == logging.INFO:  # one line per reply sent: the quick way (logs.info)
                 logs.info(log, message % (item.reply.kind, user, rid, *args), fields)
             else:
-                log.log(level, message, item.reply.kind, user, rid, *args, extra={"fields": fields})
+                log.log(level, message, item.reply.kind, user, rid, *args, extra={"fields": fields()})
 
     async def _deliver(self, item: OutboxItem) -> OutboxItem:
         """Send one reply; return it as it must be written back (sent, failed, or pending for later)."""

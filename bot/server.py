@@ -428,12 +428,12 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     if log.isEnabledFor(logging.INFO):
         rid, user = logs.request_id(message.dedupe_key), short_user(message.from_user)
         aes = " (aes)" if push.encrypted else ""
-        fields = {"rid": rid, "user": user, "type": label, "aes": push.encrypted, "rule": decision.rule,
-                  "version": decision.version, "replies": len(replies), "answer": answer.kind,
-                  "latency_ms": round(seconds * 1000, 2)}
         logs.info(log, f"push rid={rid} user={user} type={label}{aes} rule={decision.label} "
                        f"version={decision.version} replies={len(replies)} answer={answer.kind} "
-                       f"latency={seconds * 1000:.1f}ms", fields)
+                       f"latency={seconds * 1000:.1f}ms",
+                  lambda: {"rid": rid, "user": user, "type": label, "aes": push.encrypted, "rule": decision.rule,
+                           "version": decision.version, "replies": len(replies), "answer": answer.kind,
+                           "latency_ms": round(seconds * 1000, 2)})
     return answer
 
 

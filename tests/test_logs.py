@@ -71,7 +71,7 @@ def test_the_quick_info_line_is_the_line_logging_would_write(fmt, monkeypatch):
         monkeypatch.setattr(logging.time, "time_ns", lambda: 1_800_000_000_250_000_000)
         log = logging.getLogger("bot.server")
         fields = {"rid": "1a2b3c4d", "rule": "物流", "replies": 1}
-        logs.info(log, "push rid=1a2b3c4d rule=物流", fields)  # the quick way
+        logs.info(log, "push rid=1a2b3c4d rule=物流", lambda: fields)  # the quick way, fields made on demand
         log.info("%s", "push rid=1a2b3c4d rule=物流", extra={"fields": fields})  # the logging module's
         handler.flush()
         quick, usual = stream.getvalue().splitlines()
@@ -92,7 +92,7 @@ def test_the_quick_info_line_reaches_every_handler_when_there_are_others(capture
     stream, handler = captured
     logging.getLogger().addHandler(caplog.handler)  # as an embedding application's or a test's handler
     with caplog.at_level(logging.INFO):
-        logs.info(logging.getLogger("bot.server"), "push rid=00000000", {"rid": "00000000"})
+        logs.info(logging.getLogger("bot.server"), "push rid=00000000", lambda: {"rid": "00000000"})
     handler.flush()
     assert [r.getMessage() for r in caplog.records] == ["push rid=00000000"]
     assert caplog.records[0].fields == {"rid": "00000000"}
