@@ -29,8 +29,7 @@ class ClientError(Exception):
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("transport", "parser", "waiter", "body", "closed", "complete", "delimited", "used",
-                 "has_headers")
+    __slots__ = ("transport", "parser", "waiter", "body", "closed", "delimited", "used", "has_headers")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
