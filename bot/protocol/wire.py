@@ -228,7 +228,7 @@ def _plain_text(fields: Mapping[str, Any]) -> TextMessage | None:
     if (type(from_user) is str and from_user and type(to_user) is str and type(content) is str
             and type(msg_id) is str and msg_id and type(create_time) is str and create_time.isdigit()
             and create_time.isascii() and (menu_id is None or type(menu_id) is str)):
-        return TextMessage(to_user=to_user, from_user=from_user, create_time=int(create_time) or 0,
+        return TextMessage(to_user=to_user, from_user=from_user, create_time=int(create_time),
                            msg_type="text", msg_id=msg_id, fields=MappingProxyType(dict(fields)),
                            content=content, menu_id=menu_id)
     return None
