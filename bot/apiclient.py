@@ -21,7 +21,14 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from .slots import Slots
+
 IDLE_TIMEOUT = 15.0  # seconds an idle keep-alive connection is kept (aiohttp's default too)
+
+
+def _time_out(waiter: asyncio.Future[tuple[int, bytes, bool]]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class ClientError(Exception):
@@ -124,7 +131,7 @@ class JsonClient:
         self.idle_timeout = idle_timeout
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = Slots(limit)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -137,34 +144,45 @@ class JsonClient:
             raise ClientError("the client is closed")
         request = b"".join((b"POST ", (self.prefix + path).encode("ascii"), self._head_end,
                             str(len(body)).encode("ascii"), b"\r\n\r\n", body))
-        async with self._slots:
-            conn: _Connection | None = None
+        if not self._slots.take_now():
+            await self._slots.take()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            conn = self._reusable()
+            if conn is None:  # a new connection (rare: they are kept alive)
+                async with asyncio.timeout_at(deadline):
+                    conn = await self._connect()
+            conn.waiter = waiter = loop.create_future()
+            timer = loop.call_at(deadline, _time_out, waiter)  # cheaper than a timeout context per send
             try:
-                async with asyncio.timeout(timeout):
-                    conn = await self._connection()
-                    loop = asyncio.get_running_loop()
-                    conn.waiter = waiter = loop.create_future()
-                    conn.transport.write(request)  # type: ignore[union-attr]
-                    status, answer, keep = await waiter
+                conn.transport.write(request)  # type: ignore[union-attr]
+                status, answer, keep = await waiter
             except BaseException:
-                if conn is not None:
-                    conn.waiter = None
-                    self._drop(conn, abort=True)  # its answer may still come: never read it as another's
+                conn.waiter = None
+                self._drop(conn, abort=True)  # its answer may still come: never read it as another's
                 raise
+            finally:
+                timer.cancel()
             if keep and not self._closed:
                 conn.used = time.monotonic()
                 self._idle.append(conn)
             else:
                 self._drop(conn)
             return status, answer
+        finally:
+            self._slots.give()
 
-    async def _connection(self) -> _Connection:
+    def _reusable(self) -> _Connection | None:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()  # the most recently used: the likeliest to still be open
             if not conn.closed and now - conn.used < self.idle_timeout:
                 return conn
             self._drop(conn)
+        return None
+
+    async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self.ssl,

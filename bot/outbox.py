@@ -36,6 +36,7 @@ from .errors import StoreError
 from .logs import request_id
 from .messages import Reply
 from .metrics import Metrics
+from .slots import Slots
 from .store import LogEntry, OutboxItem, Store
 from .wechat_api import SendResult
 
@@ -80,7 +81,7 @@ class Outbox:
         self.base_delay = base_delay
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.stats = Stats()
-        self._limit = asyncio.Semaphore(settings.concurrency)
+        self._limit = Slots(settings.concurrency)
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()  # users whose lane must look once more before it ends
         # Users waiting for a lane, oldest first: at most max_lanes lanes run at once, so that a slow WeChat
@@ -211,16 +212,19 @@ class Outbox:
     async def _deliver(self, item: OutboxItem) -> OutboxItem:
         """Send one reply; return it as it must be written back (sent, failed, or pending for later)."""
         assert self.sender is not None
-        async with self._limit:
-            started = time.perf_counter()
-            try:
-                result = await self.sender(item.user, item.reply, item.send_as)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug in a sender must not kill the lane
-                log.exception("send to %s crashed", short_user(item.user))
-                result = SendResult(ok=False, errcode=None, errmsg=type(exc).__name__)
-            elapsed = (time.perf_counter() - started) * 1000
+        if not self._limit.take_now():
+            await self._limit.take()
+        started = time.perf_counter()
+        try:
+            result = await self.sender(item.user, item.reply, item.send_as)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in a sender must not kill the lane
+            log.exception("send to %s crashed", short_user(item.user))
+            result = SendResult(ok=False, errcode=None, errmsg=type(exc).__name__)
+        finally:
+            self._limit.give()
+        elapsed = (time.perf_counter() - started) * 1000
         tries = max(result.attempts, 1)
         attempts = item.attempts + tries
         if result.ok:

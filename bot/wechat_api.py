@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
@@ -116,6 +117,11 @@ class SendResult:
         return describe_errcode(self.errcode, self.errmsg)
 
 
+SENT = SendResult(ok=True)  # a send accepted at the first attempt
+OK_RAW = b'{"errcode":0,"errmsg":"ok"}'  # WeChat's answer to an accepted send, byte for byte
+OK: Mapping[str, Any] = MappingProxyType({"errcode": 0, "errmsg": "ok"})  # its parse: shared, so read-only
+
+
 class _Transient(Exception):
     """A failure worth retrying: network, timeout, 5xx, unreadable answer."""
 
@@ -178,6 +184,11 @@ class TokenManager:
         self._lock = asyncio.Lock()
         self._failure: tuple[float, WeChatAPIError] | None = None  # (until, error) of a refused fetch
         self.refreshes = 0
+
+    def cached(self) -> str | None:
+        """The token while it is fresh (every send but the first after a refresh), without awaiting."""
+        token = self._token
+        return token if token is not None and self._clock() < self._expires_at else None
 
     async def get(self) -> str:
         token = self._token
@@ -267,6 +278,7 @@ class WeChatAPI:
         self._media: dict[str, str] = {}  # media cache in this process (the store's is shared)
         self._media_locks: dict[str, asyncio.Lock] = {}
         self._timeout = aiohttp.ClientTimeout(total=self.retry.timeout)
+        self._query_of = ("", "")  # (token, its ?access_token= query)
         # JSON POSTs (every send) go through the lean client; the token GET and uploads through aiohttp
         self.client = JsonClient(self.base, limit=session.connector.limit if session.connector else 100)
 
@@ -277,7 +289,7 @@ class WeChatAPI:
         await self.client.close()
 
     async def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-                       body: bytes | aiohttp.FormData | None = None) -> dict[str, Any]:
+                       body: bytes | aiohttp.FormData | None = None) -> Mapping[str, Any]:
         if method == "POST" and isinstance(body, bytes):  # a JSON POST (every send): the lean client
             return await self._post_json(path + _query(params), body)
         try:
@@ -288,14 +300,14 @@ class WeChatAPI:
             raise _Transient(scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))) from None
         return _answer(status, raw)
 
-    async def _post_json(self, path: str, body: bytes) -> dict[str, Any]:
+    async def _post_json(self, path: str, body: bytes) -> Mapping[str, Any]:
         try:
             status, raw = await self.client.post(path, body, self.retry.timeout)
         except (TimeoutError, ClientError) as exc:
             raise _Transient(scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))) from None
         return _answer(status, raw)
 
-    async def _with_retries(self, call: Callable[[], Any]) -> tuple[dict[str, Any], int]:
+    async def _with_retries(self, call: Callable[[], Any]) -> tuple[Mapping[str, Any], int]:
         """Run `call` until it gives a non-transient answer or the attempts run out."""
         attempt = 0
         while True:
@@ -338,14 +350,14 @@ class WeChatAPI:
         log.info("WeChat API: new access_token (expires in %d s)", expires_in)
         return token, max(expires_in, 60.0)
 
-    async def call(self, path: str, body: bytes) -> tuple[dict[str, Any], int]:
+    async def call(self, path: str, body: bytes) -> tuple[Mapping[str, Any], int]:
         """POST a JSON body to an access_token API; one token refresh on a token error."""
         attempts = 0
         refreshed = False
         while True:
-            token = await self.tokens.get()
-            data, used = await self._with_retries(
-                lambda t=token: self._request("POST", path, params={"access_token": t}, body=body))
+            token = self.tokens.cached() or await self.tokens.get()
+            url = path + self._token_query(token)
+            data, used = await self._with_retries(lambda u=url: self._post_json(u, body))
             attempts += used
             errcode = _errcode(data)
             if errcode in TOKEN_ERRORS and not refreshed:
@@ -355,9 +367,17 @@ class WeChatAPI:
                 continue
             return data, attempts
 
+    def _token_query(self, token: str) -> str:
+        """`?access_token=…`, encoded once per token rather than once per send."""
+        if self._query_of[0] != token:
+            self._query_of = (token, _query({"access_token": token}))
+        return self._query_of[1]
+
     async def send(self, touser: str, reply: Reply, send_as: str | None = None) -> SendResult:
         if isinstance(reply, TypingReply):
             return await self.typing(touser)
+        if _media_of(reply) is None:  # the usual reply: no upload, one body
+            return await self.send_body(build_send_body(touser, reply, self.settings.platform, send_as))
         return await self._send(touser, reply, send_as)
 
     async def typing(self, touser: str) -> SendResult:
@@ -437,6 +457,8 @@ class WeChatAPI:
             data, attempts = await self.call("/cgi-bin/message/custom/send", body)
         except WeChatAPIError as exc:
             return SendResult(ok=False, errcode=exc.errcode, errmsg=exc.errmsg, attempts=self.retry.attempts)
+        if data is OK and attempts == 1:
+            return SENT
         errcode = _errcode(data)
         return SendResult(ok=errcode == 0, errcode=errcode, errmsg=str(data.get("errmsg", "")),
                           attempts=attempts)
@@ -463,8 +485,10 @@ def _query(params: Mapping[str, str] | None) -> str:
     return "?" + "&".join(f"{quote(key, safe='')}={quote(value, safe='')}" for key, value in params.items())
 
 
-def _answer(status: int, raw: bytes) -> dict[str, Any]:
+def _answer(status: int, raw: bytes) -> Mapping[str, Any]:
     """The JSON object of an answer; 5xx and answers that are not JSON objects are transient."""
+    if raw == OK_RAW and status == 200:  # nearly every send's answer: no JSON to parse
+        return OK
     if status >= 500:
         raise _Transient(f"HTTP {status}")
     if status != 200:

@@ -170,12 +170,15 @@ class MemoryStore:
         holder = self._live(key)
         if holder is not None and holder != owner:
             return False, None
-        item = await self.outbox_next(user)
-        if item is None:
+        ids = self._pending.get(user)
+        if not ids:
             self._kv.pop(key, None)
-        else:
-            await self.set(key, owner, lease)
-        return True, item
+            return True, None
+        expires = self._clock() + lease
+        self._kv[key] = (owner, expires)
+        if holder is None:  # a new lease: note when it expires (a renewal's old note finds it renewed)
+            self._expire_later(expires, 0, key)
+        return True, self._items[ids[0]]
 
     async def outbox_users(self, limit: int = 1000) -> list[str]:
         return sorted(self._pending, key=lambda user: self._pending[user][0])[:limit]
