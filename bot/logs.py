@@ -12,6 +12,7 @@ says the same in words.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -191,6 +192,7 @@ def tick() -> None:
             handler.tick()
 
 
+@functools.lru_cache(maxsize=4096)  # a push's line and its replies' send lines ask for the same id
 def request_id(dedupe_key: str) -> str:
     """A push's request id: 8 hex digits derived from its dedupe key, so that the push line, its retries and
     the lines of the replies it caused (sent later, maybe by another instance) carry the same id, and the

@@ -125,7 +125,7 @@ class Outbox:
         if len(self._lanes) >= self.max_lanes:
             self._queued[user] = None
             return
-        self._lanes[user] = asyncio.create_task(self._lane(user), name=f"outbox:{short_user(user)}")
+        self._lanes[user] = asyncio.create_task(self._lane(user), name="outbox lane")  # one per user
 
     def _start_queued(self) -> None:
         while self._queued and len(self._lanes) < self.max_lanes and not self._closed:
@@ -232,7 +232,11 @@ class Outbox:
             self._observe(item, "sent", 0, elapsed, attempts, logging.INFO,
                           "sent %s to %s rid=%s errcode=0 (%.0f ms, %d attempt(s))", elapsed, attempts)
             if item.reply.kind != "typing":
-                await self._log([LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))])
+                entry = LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))
+                if self.conversation is not None:  # the server's case: a buffer, no await
+                    self.conversation.add(entry)
+                else:
+                    await self._log([entry])
             return item.finished("sent", tries, 0, None)
         if result.errcode in TRANSIENT and attempts < self.settings.max_attempts and item.reply.kind != "typing":
             self.stats.retried += 1

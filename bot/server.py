@@ -420,9 +420,9 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
         rt.health.ok()
     except StoreError as exc:
         rt.health.failed(exc)  # the state or cooldown of this step is lost; the answer and replies stand
-    _log_push(rt, message, decision, answer, replies)
-    seconds = time.perf_counter() - started
     label = _type_label(message)
+    _log_push(rt, message, label, decision, answer, replies)
+    seconds = time.perf_counter() - started
     rt.metrics.push(label, answer.kind.partition(" ")[0], decision.rule, message.is_event,
                     answer.kind == "transfer", seconds, decision.error is not None)
     if log.isEnabledFor(logging.INFO):
@@ -437,10 +437,6 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     return answer
 
 
-USER_KEYS: dict[str, Callable[[str], str]] = {"state": state_key, "cooling": cooldown_key,
-                                                "handoff": handoff_key, "allowance": allowance.key}
-
-
 @dataclass(frozen=True, slots=True)
 class UserRecords:
     """What the store holds about the user that this push needs."""
@@ -451,19 +447,32 @@ class UserRecords:
     allowance: allowance.Allowance | None = None
 
 
+NOBODY = UserRecords()  # nothing to read: rules without state or cooldowns, no quota, no handoff quiet
+
+
 async def _load_user(rt: Runtime, ruleset: RuleSet, message: Message) -> UserRecords:
     """What decide and the send allowance need to know about the user — only what the rules and settings use
     — in one read (one MGET on Redis, one SELECT on SQLite)."""
-    user, now = message.from_user, rt.clock()
-    wanted = {"state": ruleset.uses_state, "cooling": ruleset.uses_cooldown,
-              "handoff": bool(rt.settings.handoff.quiet and not message.is_event),
-              "allowance": rt.settings.quota.enabled and rt.api is not None}
-    names = [name for name, want in wanted.items() if want]
-    if not names:
-        return UserRecords()
-    raw = dict(zip(names, await rt.store.get_many([USER_KEYS[name](user) for name in names]), strict=True))
-    return UserRecords(state=parse_state(raw.get("state")), cooling=parse_cooldowns(raw.get("cooling"), now),
-                       handoff=bool(raw.get("handoff")), allowance=allowance.parse(raw.get("allowance")))
+    user = message.from_user
+    state, cooling = ruleset.uses_state, ruleset.uses_cooldown
+    handoff = bool(rt.settings.handoff.quiet) and not message.is_event
+    quota = rt.settings.quota.enabled and rt.api is not None
+    keys = []
+    if state:
+        keys.append(state_key(user))
+    if cooling:
+        keys.append(cooldown_key(user))
+    if handoff:
+        keys.append(handoff_key(user))
+    if quota:
+        keys.append(allowance.key(user))
+    if not keys:
+        return NOBODY
+    values = iter(await rt.store.get_many(keys))  # in the order of `keys`; arguments are evaluated in order
+    return UserRecords(state=parse_state(next(values)) if state else None,
+                       cooling=parse_cooldowns(next(values), rt.clock()) if cooling else {},
+                       handoff=bool(next(values)) if handoff else False,
+                       allowance=allowance.parse(next(values)) if quota else None)
 
 
 async def _after(rt: Runtime, ruleset: RuleSet, message: Message, decision: Decision, answer: Answer,
@@ -502,16 +511,16 @@ async def _within_allowance(rt: Runtime, message: Message, replies: tuple[Reply,
     return tuple(r for r in replies if r.kind == "typing" and granted or id(r) in kept)
 
 
-def _log_push(rt: Runtime, message: Message, decision: Decision, answer: Answer,
+def _log_push(rt: Runtime, message: Message, label: str, decision: Decision, answer: Answer,
               replies: tuple[Reply, ...]) -> None:
     """The conversation log: what the user sent, the rule, and a transfer or a passive answer (API sends
     are logged by the outbox when they are sent or fail)."""
     now = rt.clock()
     rule = decision.rule or ""
-    entries = [LogEntry(now, message.from_user, "push", _type_label(message), message.text or "", rule,
+    entries = [LogEntry(now, message.from_user, "push", label, message.text or "", rule,
                         detail=decision.error or "")]
     if answer.kind == "transfer":
-        entries.append(LogEntry(now, message.from_user, "transfer", _type_label(message), "", rule,
+        entries.append(LogEntry(now, message.from_user, "transfer", label, "", rule,
                                 detail=decision.kf_account or ""))
     elif answer.kind.startswith("passive"):
         entries.append(LogEntry(now, message.from_user, "sent", replies[0].kind,
@@ -521,7 +530,16 @@ def _log_push(rt: Runtime, message: Message, decision: Decision, answer: Answer,
 
 def _type_label(message: Message) -> str:
     event = getattr(message, "event", None)
-    return loggable(f"event/{event}" if event is not None else message.msg_type)
+    raw = f"event/{event}" if event is not None else message.msg_type
+    label = _LABELS.get(raw)
+    if label is None:
+        label = loggable(raw)
+        if len(_LABELS) < 1000:  # the message types and events WeChat sends: a few dozen
+            _LABELS[raw] = label
+    return label
+
+
+_LABELS: dict[str, str] = {}
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.config import Secret, WeChatSettings
 from bot.messages import TextReply
-from bot.wechat_api import WeChatAPI, build_send_body, describe_errcode
+from bot.wechat_api import OK, OK_RAW, WeChatAPI, _answer, build_send_body, describe_errcode
 
 from .conftest import FAST_RETRY
 from .fakewechat import APPID, SECRET, Failure
@@ -171,6 +174,25 @@ async def test_secrets_and_tokens_never_reach_logs_or_reprs(fake, session, caplo
 def test_send_body_is_compact_utf8():
     body = build_send_body("o1", TextReply("你好 😀"))
     assert body == '{"touser":"o1","msgtype":"text","text":{"content":"你好 😀"}}'.encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(user=st.text(min_size=1, max_size=40), content=st.text(min_size=1), send_as=st.sampled_from([None, "kf@x"]))
+def test_a_text_body_written_directly_is_what_json_dumps_writes(user, content, send_as):
+    """The direct text body (the usual send) is the general JSON form, byte for byte: escapes, control
+    characters, astral characters, lone surrogates (replaced)."""
+    expected = {"touser": user, "msgtype": "text", "text": {"content": content}}
+    if send_as:
+        expected["customservice"] = {"kf_account": send_as}
+    assert build_send_body(user, TextReply(content), send_as=send_as) == json.dumps(
+        expected, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+
+
+def test_wechats_ok_answer_is_read_without_json_and_is_read_only():
+    assert _answer(200, OK_RAW) is OK and OK["errcode"] == 0
+    with pytest.raises(TypeError):
+        OK["errcode"] = 1  # shared by every send: nobody may change it
+    assert _answer(200, b'{"errcode": 0, "errmsg": "ok"}') == {"errcode": 0, "errmsg": "ok"}  # other spacing
 
 
 def test_errcodes_are_described_in_words():

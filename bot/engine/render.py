@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +10,7 @@ from jinja2 import BaseLoader, StrictUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..messages import MenuReply, Reply, TextReply
-
-# The names every template sees.
-CONTEXT_NAMES = ("message", "match", "vars", "now", "rule", "state")
+from .templates import Pieces
 
 
 def make_environment(loader: BaseLoader) -> SandboxedEnvironment:
@@ -36,15 +34,37 @@ class Text:
 
     constant: str | None = None
     template: Template | None = None
+    pieces: Pieces | None = None  # the template as text and lookups, when that is all it is (substitutions)
 
     def render(self, context: Mapping[str, Any]) -> str:
         template = self.template
         if template is None:
             return self.constant or ""
+        if self.pieces is not None:  # the lookups Jinja's code would make, without its context and frames
+            try:
+                return _substitute(self.pieces, context, template.environment.getattr)
+            except Exception:  # pragma: no branch - the template itself raises the error, in Jinja's words
+                pass
         try:  # Template.render without its copy of the context
             return "".join(template.root_render_func(template.new_context(context)))
         except Exception:
             return template.environment.handle_exception()
+
+
+def _substitute(pieces: Pieces, context: Mapping[str, Any], getattr: Callable[[Any, str], Any]) -> str:
+    """What the template renders to: `getattr` is the sandbox's attribute lookup (the one Jinja's code calls:
+    attributes, else items, refusing unsafe ones), and str() prints the value as Jinja does without
+    autoescape; an undefined value raises when printed (StrictUndefined)."""
+    out = []
+    for piece in pieces:
+        if type(piece) is str:
+            out.append(piece)
+            continue
+        value = context[piece[0]]
+        for attr in piece[1:]:
+            value = getattr(value, attr)
+        out.append(str(value))
+    return "".join(out)
 
 
 def has_jinja(source: str) -> bool:

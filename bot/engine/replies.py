@@ -24,7 +24,6 @@ from ..messages import (
 )
 from ..yamlsrc import Checker, YamlList, YamlMap, did_you_mean, type_name
 from .render import (
-    CONTEXT_NAMES,
     ChoiceTemplate,
     ConstantReply,
     FieldsTemplate,
@@ -35,7 +34,7 @@ from .render import (
     has_jinja,
     make_environment,
 )
-from .templates import Compiled, CompiledLoader, Key, TemplateCompiler
+from .templates import CONTEXT_NAMES, Compiled, CompiledLoader, Key, TemplateCompiler
 
 # Kinds given by one value: `image: MEDIA_ID`.
 SCALAR_KINDS: dict[str, tuple[type[Reply], str, str]] = {
@@ -127,7 +126,7 @@ class ReplyCompiler:
             return None
         self._check_names(check, compiled, line, what)
         self.used_templates.update(compiled.includes)
-        return Text(template=template)
+        return Text(template=template, pieces=compiled.pieces)
 
     # ---- replies ---------------------------------------------------------------------------------
 

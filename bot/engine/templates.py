@@ -25,7 +25,11 @@ class Compiled:
     code: CodeType
     names: frozenset[str]  # the names it reads that it does not set itself
     includes: frozenset[str]  # the templates it includes, imports or extends (by literal name)
+    pieces: Pieces | None = None  # when it only puts values into text: what to put where (see render.Text)
 
+
+# The names every template sees.
+CONTEXT_NAMES = ("message", "match", "vars", "now", "rule", "state")
 
 Key = tuple[str | None, str]  # (template file name or None for an inline template, source)
 
@@ -73,6 +77,7 @@ class TemplateCompiler:
                 code=self.env.compile(ast, name=name, filename=name),
                 names=_free_names(ast),
                 includes=frozenset(r for r in meta.find_referenced_templates(ast) if r is not None),
+                pieces=substitutions(ast),
             )
         self.compiled[key] = compiled
         template = self.env.template_class.from_code(self.env, compiled.code, self._globals, None)
@@ -90,6 +95,34 @@ def release(templates: list[Template] | tuple[Template, ...]) -> None:
         loader = template.environment.loader
         if isinstance(loader, CompiledLoader):
             loader.templates.clear()
+
+
+Pieces = tuple[str | tuple[str, ...], ...]  # text, or (name, attribute, attribute, …) to look up and print
+
+
+def substitutions(ast: nodes.Template) -> Pieces | None:
+    """The template as text and `{{ name.attr.attr }}` lookups, when that is all it is (the usual reply:
+    "您的订单 {{ match.order }} 已发货"); None for anything else (filters, tags, calls, subscripts, …). The
+    names must be the context's own (message, match, vars, …), not Jinja's globals."""
+    pieces: list[str | tuple[str, ...]] = []
+    for output in ast.body:
+        if not isinstance(output, nodes.Output):
+            return None
+        for node in output.nodes:
+            if isinstance(node, nodes.TemplateData):
+                pieces.append(node.data)
+                continue
+            attrs: list[str] = []
+            while isinstance(node, nodes.Getattr):
+                attrs.append(node.attr)
+                node = node.node
+            if not isinstance(node, nodes.Name) or node.ctx != "load" or node.name not in SUBSTITUTABLE:
+                return None
+            pieces.append((node.name, *reversed(attrs)))
+    return tuple(pieces)
+
+
+SUBSTITUTABLE = frozenset(CONTEXT_NAMES)
 
 
 def _free_names(ast: nodes.Template) -> frozenset[str]:
