@@ -26,6 +26,9 @@ FLUSH_EVERY = 0.2  # seconds a line may wait in the buffer (a quiet bot's last l
 FLUSH_AT = 64 * 1024  # characters
 
 
+_MILLIS = tuple(f",{ms:03d}" for ms in range(1000))  # ",000" … ",999": a lookup, not a format, per line
+
+
 class _Clock:
     """'2026-11-28 16:41:49' (local time) or '2026-11-28T08:41:49' (UTC), made once per second."""
 
@@ -49,6 +52,7 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
         self._clock = _Clock(utc=False)
+        self._middles: dict[tuple[str, str], str] = {}  # (level, logger) → " INFO    bot.server: "
 
     def format(self, record: logging.LogRecord) -> str:
         line = self.line(record.created, record.levelname, record.name, record.getMessage(), None)
@@ -58,7 +62,12 @@ class TextFormatter(logging.Formatter):
 
     def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any] | None) -> str:
         """The text format shows only the message: it says in words what the fields hold."""
-        return f"{self._clock.text(created)},{int((created % 1) * 1000):03d} {level:<7} {name}: {message}"
+        middle = self._middles.get((level, name))
+        if middle is None:
+            middle = f" {level:<7} {name}: "
+            if len(self._middles) < 256:  # a few loggers and levels
+                self._middles[level, name] = middle
+        return self._clock.text(created) + _MILLIS[int((created % 1) * 1000)] + middle + message
 
 
 class JsonFormatter(logging.Formatter):

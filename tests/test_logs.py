@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 
 import pytest
 
@@ -78,6 +79,9 @@ def test_the_quick_info_line_is_the_line_logging_would_write(fmt, monkeypatch):
         assert quick == usual
         if fmt == "json":
             assert json.loads(quick)["rule"] == "物流"
+        else:  # local time, milliseconds, the level padded to 7, the logger, the message
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,250 INFO    bot\.server: push rid=1a2b3c4d rule=物流",
+                                quick), quick
         log.setLevel(logging.WARNING)
         logs.info(log, "not shown", fields)
         handler.flush()
