@@ -74,7 +74,10 @@ class Answer:
     kind: str  # "success" or "transfer"
 
     def response(self) -> web.Response:
-        return web.Response(body=self.body, content_type=self.content_type, charset="utf-8")
+        headers = _HEADERS.get(self.content_type)
+        if headers is None:  # text/plain, text/xml, application/json: made once (aiohttp copies them)
+            headers = _HEADERS[self.content_type] = {"Content-Type": f"{self.content_type}; charset=utf-8"}
+        return web.Response(body=self.body, headers=headers)
 
     def to_bytes(self) -> bytes:
         return f"{self.kind}\n{self.content_type}\n".encode() + self.body
@@ -85,6 +88,7 @@ class Answer:
         return cls(body, content_type.decode(), kind.decode())
 
 
+_HEADERS: dict[str, dict[str, str]] = {}
 SUCCESS = Answer(b"success", "text/plain", "success")
 DEDUPE_TTL = 300.0  # seconds a push's answer is kept for WeChat's retries (it retries within ~15 s)
 SHARED_POLL = 0.05  # seconds between looks for another instance's answer
