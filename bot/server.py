@@ -285,10 +285,16 @@ async def handle_verify(request: web.Request) -> web.Response:
 async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PushTooLarge(f"body of {request.content_length} bytes is over {limit}")
-    chunks: list[bytes] = []
-    size = 0
+    content = request.content
+    first = await content.read(65536)
+    size = len(first)
+    if size > limit:
+        raise PushTooLarge(f"body is over {limit} bytes")
+    if content.at_eof():  # the whole push in one read (pushes are a few hundred bytes)
+        return first
+    chunks: list[bytes] = [first]
     while True:
-        chunk = await request.content.read(65536)
+        chunk = await content.read(65536)
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
