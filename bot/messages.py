@@ -292,7 +292,7 @@ class StateChange:
     ttl: float = 600.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUES_NOT_FROZEN in store/base.py
 class Decision:
     """What the engine decided for one message. The server and the outbox carry it out."""
 

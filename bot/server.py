@@ -447,7 +447,7 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     return answer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, made per push: see VALUES_NOT_FROZEN in store/base.py
 class UserRecords:
     """What the store holds about the user that this push needs."""
 

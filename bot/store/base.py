@@ -18,7 +18,11 @@ Status = Literal["pending", "sent", "failed", "unsent"]
 STATUSES: tuple[Status, ...] = ("pending", "sent", "failed", "unsent")
 
 
-@dataclass(frozen=True, slots=True)
+# VALUES_NOT_FROZEN: OutboxItem, LogEntry and messages.Decision are values — nothing changes one after it is
+# made — but not frozen dataclasses: a frozen dataclass's __init__ sets each field through object.__setattr__,
+# about five times the cost of a plain slot, and the push path makes several of them per push (3.6 µs for a
+# Decision against 0.6 µs). Make a changed copy (finished(), dataclasses.replace) instead of assigning.
+@dataclass(slots=True)
 class OutboxItem:
     """One reply on its way to one user. `unsent` means it was never tried (no credentials)."""
 
@@ -43,7 +47,7 @@ class OutboxItem:
 LogKind = Literal["push", "sent", "failed", "transfer", "unsent"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUES_NOT_FROZEN above
 class LogEntry:
     """One line of the conversation log."""
 
