@@ -20,7 +20,7 @@ OPENING_EVENTS = {"miniprogram": frozenset({"user_enter_tempsession"}),
                   "official_account": frozenset({"subscribe", "scan", "click"})}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, but made per push: see VALUES_NOT_FROZEN in store/base.py
 class Allowance:
     left: int
     until: float  # epoch seconds

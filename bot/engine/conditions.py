@@ -35,7 +35,7 @@ def _trimmable(char: str) -> bool:
     return char.isspace() or category[0] in "PZ" or category in ("Sm", "Sk", "So")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, but made per push: see VALUES_NOT_FROZEN in store/base.py
 class Subject:
     message: Message
     text: str | None  # the message's text as sent (None for messages without text)

@@ -23,7 +23,7 @@ class EncryptionNotConfigured(MalformedPush):
     """A safe-mode push arrived but wechat.encoding_aes_key is empty."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, but made per push: see VALUES_NOT_FROZEN in store/base.py
 class Push:
     message: Message
     fmt: Format  # the format of the push, which is the format of its answer
