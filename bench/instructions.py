@@ -1,6 +1,6 @@
 """Instructions per push, counted by valgrind's callgrind: the same number on a busy or a quiet machine.
 
-    python -m bench.instructions              # bare, minimal, kefu answer; bare+send, kefu sustained (~4 min)
+    python -m bench.instructions              # bare, minimal, kefu answer; bare+send, kefu sustained (5–10 min)
     python -m bench.instructions --pushes 2000 --only answer
 
 The throughput suite (bench/suite.py) measures what counts — pushes per second against references run on the
