@@ -14,7 +14,6 @@ import sys
 
 from aiohttp import web
 
-
 ACCEPTED = b'{"errcode":0,"errmsg":"ok"}'  # what WeChat answers an accepted send, byte for byte (compact)
 
 

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from bot.config import load_settings
 from bot.engine import RuleSet, SourceFile, compile_ruleset
 from bot.engine.decide import find_rule
+from bot.engine.index import merge_automata
 from bot.messages import Message
 from bot.protocol.wire import message_from_fields
 from bot.reload import load_ruleset
@@ -37,7 +38,10 @@ def keyword_rules(n: int) -> RuleSet:
     """n rules `keywords: [退货{i}号, 快递{i}单]`: no word is inside another, so the last rule is the one found."""
     body = "".join(f"  - name: rule-{i}\n    when: {{keywords: [退货{i}号, 快递{i}单]}}\n    reply: 第{i}条\n"
                    for i in range(n))
-    return compile_ruleset([SourceFile("rules/bench.yaml", "rules:\n" + body)])
+    ruleset = compile_ruleset([SourceFile("rules/bench.yaml", "rules:\n" + body)])
+    if ruleset.index is not None:
+        merge_automata(ruleset.index)  # as the server's loads and reloads do
+    return ruleset
 
 
 def mixed_rules(n: int) -> RuleSet:

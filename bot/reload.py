@@ -24,6 +24,7 @@ from typing import Any
 from .config import Settings, load_settings
 from .engine import RuleSet, SourceFile
 from .engine.compile import compile_steps, run_steps
+from .engine.index import merge_automata
 from .errors import Problem, RulesError, SourceError
 from .messages import MediaFile
 
@@ -168,7 +169,10 @@ def read_sources(settings: Settings, base: Path,
 def load_ruleset(settings: Settings, previous: RuleSet | None = None) -> RuleSet:
     """Read and compile the rules and templates named by the settings; raise RulesError listing
     every problem. `previous` lends its compiled templates to the ones that did not change."""
-    return run_steps(load_steps(settings, previous))
+    ruleset = run_steps(load_steps(settings, previous))
+    if ruleset.index is not None:
+        merge_automata(ruleset.index)
+    return ruleset
 
 
 def read_all(settings: Settings) -> tuple[Path, list[Problem], list[SourceFile], list[SourceFile], dict[str, Any]]:
@@ -308,10 +312,14 @@ async def build(config: Path | None, running: Settings, previous: RuleSet | None
         try:
             next(steps)
         except StopIteration as done:
-            return Built(done.value, effective, restart_needed(running, new))
+            ruleset = done.value
+            break
         if time.perf_counter() - slice_started >= BUILD_SLICE:
             await asyncio.sleep(0)  # let requests run
             slice_started = time.perf_counter()
+    if ruleset.index is not None:  # fewer, larger automata: built off the loop (see engine/index.py)
+        await asyncio.to_thread(merge_automata, ruleset.index)
+    return Built(ruleset, effective, restart_needed(running, new))
 
 
 class Reloader:

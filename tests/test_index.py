@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bot.engine import RuleSet, SourceFile, compile_ruleset
+from bot.engine import index as index_module
 from bot.engine.conditions import Keywords
 from bot.engine.decide import find_rule
-from bot.engine.index import build_index, derive
+from bot.engine.index import build_index, derive, merge_automata
 from bot.errors import RulesError
 from bot.messages import Message, State
 from bot.protocol.wire import message_from_fields
@@ -349,6 +351,55 @@ def test_a_reload_reuses_the_automata_of_unchanged_words():
     assert both(edited, text("新词")) == ("r1500", {"keyword": "新词"})
     assert both(edited, text("快递1500单")) == (None, {})
     assert both(edited, text("快递2999单")) == ("r2999", {"keyword": "快递2999单"})
+
+
+def test_merged_automata_find_what_the_step_built_ones_find(monkeypatch):
+    ruleset = compile_rules(many(3000))
+    words = ruleset.index.words[0]
+    shards = words.automata
+    monkeypatch.setattr(index_module, "MERGED_PATTERNS", 4000)  # 6,000 words: two or three automata
+    assert merge_automata(ruleset.index) >= 1
+    assert words.shards == shards and 1 < len(words.automata) < len(shards)
+    assert {a for a, _ in shards} == set(words.built.values())  # a reload still reuses the step-built ones
+    for i in range(0, 3000, 97):
+        assert both(ruleset, text(f"请问快递{i}单")) == (f"r{i}", {"keyword": f"快递{i}单"})
+        assert both(ruleset, text(f"退货{i}号，快递{(i + 7) % 3000}单")) == (f"r{i}", {"keyword": f"退货{i}号"})
+    assert both(ruleset, text("快递单")) == (None, {})
+    assert merge_automata(ruleset.index) == 0  # merged once: nothing more to join
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rules=rule_sets(), cases=st.lists(st.tuples(messages(), states), min_size=1, max_size=8))
+def test_with_many_small_automata_merged_the_index_finds_what_the_loop_finds(rules, cases):
+    """Random rule sets built into automata of a few words each, then joined three at a time."""
+    with mock.patch.object(index_module, "SHARD_COST", 24), mock.patch.object(index_module, "SHARD_MIN", 24), \
+            mock.patch.object(index_module, "MERGED_PATTERNS", 7):
+        try:
+            ruleset = compile_rules(rules)
+        except RulesError:  # e.g. a keyword that is only punctuation, normalised
+            assume(False)
+        merge_automata(ruleset.index)
+    for message in BATTERY:
+        both(ruleset, message)
+    for message, state in cases:
+        both(ruleset, message, MONDAY_10, state)
+
+
+async def test_a_reload_goes_live_with_the_automata_merged(tmp_path, monkeypatch):
+    from bot.config import load_settings
+    from bot.reload import build, load_ruleset
+
+    from .helpers import write_bot
+
+    write_bot(tmp_path, {"a.yaml": json.dumps({"rules": many(3000)}, ensure_ascii=False)})
+    settings = load_settings(tmp_path / "bot.yaml")
+    monkeypatch.setattr(index_module, "MERGED_PATTERNS", 4000)
+    started = load_ruleset(settings)  # as at start
+    built = (await build(None, settings, started)).ruleset  # as a reload
+    for ruleset in (started, built):
+        words = ruleset.index.words[0]
+        assert 1 < len(words.automata) < len(words.shards)
+        assert both(ruleset, text("请问快递2999单")) == ("r2999", {"keyword": "快递2999单"})
 
 
 def test_a_rule_set_built_without_the_index_still_matches():
