@@ -57,21 +57,40 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     pass
 
 
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _construct(loader: _Loader, node: yaml.Node) -> Any:
+    """The node's value. Text (most of a rule file) is the node's own string: PyYAML's construct_object would
+    return the same after its bookkeeping for anchors and recursion, which text never needs."""
+    if node.tag == _STR and type(node) is yaml.ScalarNode:
+        return node.value
+    return loader.construct_object(node, deep=True)
+
+
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YamlMap:
-    loader.flatten_mapping(node)
+    own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE)
+    loader.flatten_mapping(node)  # `<<: *anchor` entries become the first pairs; the mapping's own follow
+    merged = len(node.value) - own
     result = YamlMap()
     result.line = node.start_mark.line + 1
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
+    inherited: set[Any] = set()  # keys from merges, which the mapping's own keys override (as YAML says)
+    for i, (key_node, value_node) in enumerate(node.value):
+        key = _construct(loader, key_node)
         try:
             hash(key)
         except TypeError:
             raise _DuplicateKey(None, None, "a key must be plain text", key_node.start_mark) from None
-        if key in result:
+        if i < merged:
+            inherited.add(key)
+        elif key in inherited:
+            inherited.discard(key)  # its own now: a second one would be a duplicate
+        elif key in result:
             raise _DuplicateKey(None, None, f"duplicate key '{key}'", key_node.start_mark)
-        result[key] = loader.construct_object(value_node, deep=True)
+        result[key] = _construct(loader, value_node)
         result.key_lines[key] = key_node.start_mark.line + 1
-        if isinstance(value_node, yaml.ScalarNode):
+        if type(value_node) is yaml.ScalarNode:
             result.value_lines[key] = _content_line(value_node)
     return result
 
@@ -86,7 +105,7 @@ def _construct_list(loader: _Loader, node: yaml.SequenceNode) -> YamlList:
     result = YamlList()
     result.line = node.start_mark.line + 1
     for item in node.value:
-        result.append(loader.construct_object(item, deep=True))
+        result.append(_construct(loader, item))
         result.item_lines.append(_content_line(item))
     return result
 
