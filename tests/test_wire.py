@@ -584,3 +584,7 @@ def test_a_text_push_takes_the_fast_path():
 
     fields = parse_fields(xml_push(text_fields("你好")), "xml")
     assert _plain_text(fields) == message_from_fields(fields) and _plain_text(fields) is not None
+    as_json = {**text_fields("你好"), "MsgId": 24000000000000000001}  # JSON numbers, one past 2**64
+    message = _plain_text(parse_fields(json.dumps(as_json).encode(), "json"))
+    assert message is not None and message.msg_id == "24000000000000000001"
+    assert message == message_from_fields(parse_fields(json.dumps(as_json).encode(), "json"))

@@ -220,15 +220,20 @@ def _any_message(fields: Mapping[str, Any]) -> Message:
 
 
 def _plain_text(fields: Mapping[str, Any]) -> TextMessage | None:
-    """The most common push, a text as XML carries it (every value a plain string), built without the
-    general path's conversions; None for anything else (the general path then builds it the same)."""
+    """The most common push, a text as XML carries it (every value a plain string) or as JSON does (CreateTime
+    and MsgId numbers), built without the general path's conversions; None for anything else (the general
+    path then builds it the same)."""
     get = fields.get
     from_user, to_user, content, msg_id = get("FromUserName"), get("ToUserName"), get("Content"), get("MsgId")
     create_time, menu_id = get("CreateTime"), get("bizmsgmenuid")
+    if type(msg_id) is int:  # JSON (not a bool: those are ints too)
+        msg_id = str(msg_id)
+    if type(create_time) is str and create_time.isdigit() and create_time.isascii():
+        create_time = int(create_time)
     if (type(from_user) is str and from_user and type(to_user) is str and type(content) is str
-            and type(msg_id) is str and msg_id and type(create_time) is str and create_time.isdigit()
-            and create_time.isascii() and (menu_id is None or type(menu_id) is str)):
-        return TextMessage(to_user=to_user, from_user=from_user, create_time=int(create_time),
+            and type(msg_id) is str and msg_id and type(create_time) is int
+            and (menu_id is None or type(menu_id) is str)):
+        return TextMessage(to_user=to_user, from_user=from_user, create_time=create_time,
                            msg_type="text", msg_id=msg_id, fields=MappingProxyType(dict(fields)),
                            content=content, menu_id=menu_id)
     return None
