@@ -1,7 +1,8 @@
 """What users send (Message and its kinds) and what the bot sends back (Reply and its kinds).
 
-Every type is a frozen dataclass with domain names. A message also keeps every field as it was received in
-`fields`, so that a field WeChat adds tomorrow is still there for rules and templates.
+Every message and reply type is a frozen dataclass with domain names (Decision, one per push, is a plain
+slotted one: see VALUES_NOT_FROZEN in store/base.py). A message also keeps every field as it was received
+in `fields`, so that a field WeChat adds tomorrow is still there for rules and templates.
 """
 
 from __future__ import annotations
