@@ -232,11 +232,7 @@ class Outbox:
             self._observe(item, "sent", 0, elapsed, attempts, logging.INFO,
                           "sent %s to %s rid=%s errcode=0 (%.0f ms, %d attempt(s))", elapsed, attempts)
             if item.reply.kind != "typing":
-                entry = LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))
-                if self.conversation is not None:  # the server's case: a buffer, no await
-                    self.conversation.add(entry)
-                else:
-                    await self._log([entry])
+                await self._log([LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))])
             return item.finished("sent", tries, 0, None)
         if result.errcode in TRANSIENT and attempts < self.settings.max_attempts and item.reply.kind != "typing":
             self.stats.retried += 1

@@ -382,11 +382,24 @@ class WeChatAPI:
         return self._query_of[1]
 
     async def send(self, touser: str, reply: Reply, send_as: str | None = None) -> SendResult:
+        """Send one customer-service message. Never raises for WeChat's or the network's failures. An image
+        file is uploaded first (once: its media_id is cached); a 40007 (WeChat forgot the media) uploads it
+        again and sends once more."""
         if isinstance(reply, TypingReply):
             return await self.typing(touser)
-        if _media_of(reply) is None:  # the usual reply: no upload, one body
+        media = _media_of(reply)
+        if media is None:  # the usual reply: one body, one send
             return await self.send_body(build_send_body(touser, reply, self.settings.platform, send_as))
-        return await self._send(touser, reply, send_as)
+        for attempt in (1, 2):
+            try:
+                reply = _with_media_id(reply, await self.media_id(media, fresh=attempt == 2))
+            except WeChatAPIError as exc:
+                return SendResult(ok=False, errcode=exc.errcode, errmsg=f"upload failed: {exc.errmsg}")
+            result = await self.send_body(build_send_body(touser, reply, self.settings.platform, send_as))
+            if result.errcode != INVALID_MEDIA:
+                return result
+            log.warning("WeChat API: media of %s expired (40007); uploading it again", Path(media.path).name)
+        return result
 
     async def typing(self, touser: str) -> SendResult:
         """Show "typing…" (WeChat allows it within 30 s of the user's last message; it lasts 15 s)."""
@@ -397,23 +410,6 @@ class WeChatAPI:
             return SendResult(ok=False, errcode=exc.errcode, errmsg=exc.errmsg)
         return SendResult(ok=_errcode(data) == 0, errcode=_errcode(data), errmsg=str(data.get("errmsg", "")),
                           attempts=attempts)
-
-    async def _send(self, touser: str, reply: Reply, send_as: str | None = None) -> SendResult:
-        """Send one customer-service message. Never raises for WeChat's or the network's failures. An image
-        file is uploaded first (once: its media_id is cached); a 40007 (WeChat forgot the media) uploads it
-        again and sends once more."""
-        media = _media_of(reply)
-        for attempt in (1, 2):
-            if media is not None:
-                try:
-                    reply = _with_media_id(reply, await self.media_id(media, fresh=attempt == 2))
-                except WeChatAPIError as exc:
-                    return SendResult(ok=False, errcode=exc.errcode, errmsg=f"upload failed: {exc.errmsg}")
-            result = await self.send_body(build_send_body(touser, reply, self.settings.platform, send_as))
-            if result.errcode != INVALID_MEDIA or media is None:
-                return result
-            log.warning("WeChat API: media of %s expired (40007); uploading it again", Path(media.path).name)
-        return result
 
     async def media_id(self, media: MediaFile, fresh: bool = False) -> str:
         """The media_id of an image file: from the cache (the store, shared by every instance), else uploaded.
