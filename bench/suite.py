@@ -509,9 +509,7 @@ def own_redis(procs: Procs, cores: set[int], work: Path) -> str | None:
     binary = shutil.which("redis-server")
     if binary is None:
         return None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     procs.start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--dir", str(work)], cores)
     deadline = time.monotonic() + 10
