@@ -40,6 +40,7 @@ from bot.protocol.signature import sign
 from .load import NONCE, TIMESTAMP, push_body
 from .suite import TEXT, TOKEN, free_port, write_kefu
 
+CONTENT_TYPES = {"xml": "text/xml", "json": "application/json"}
 ROWS = ("bare", "minimal", "answer", "bare+send", "sustained")
 
 
@@ -66,14 +67,14 @@ async def _wait_up(session: aiohttp.ClientSession, port: int, proc: subprocess.P
     raise RuntimeError("the server did not start under valgrind")
 
 
-async def _pushes(session: aiohttp.ClientSession, port: int, first: int, count: int) -> None:
+async def _pushes(session: aiohttp.ClientSession, port: int, first: int, count: int, fmt: str = "xml") -> None:
     query = f"?signature={sign(TOKEN, TIMESTAMP, NONCE)}&timestamp={TIMESTAMP}&nonce={NONCE}"
     slots = asyncio.Semaphore(8)
 
     async def one(i: int) -> None:
         async with slots, session.post(f"http://127.0.0.1:{port}/wechat{query}",
-                                       data=push_body("xml", i, TEXT["hit"], 0),
-                                       headers={"Content-Type": "text/xml"}) as resp:
+                                       data=push_body(fmt, i, TEXT["hit"], 0),
+                                       headers={"Content-Type": CONTENT_TYPES[fmt]}) as resp:
             await resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"push answered {resp.status}")
@@ -95,7 +96,8 @@ async def _sends(fake: str) -> int:
         return int((await resp.json())["sends"])
 
 
-async def measure(row: str, work: Path, pushes: int, warmup: int, api: str, fake: str | None) -> int:
+async def measure(row: str, work: Path, pushes: int, warmup: int, api: str, fake: str | None,
+                  fmt: str = "xml") -> int:
     port = free_port()
     out = work / f"callgrind.{row}"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no", sys.executable]
@@ -113,12 +115,12 @@ async def measure(row: str, work: Path, pushes: int, warmup: int, api: str, fake
     try:
         async with aiohttp.ClientSession() as session:
             await _wait_up(session, port, proc, 300)
-            await _pushes(session, port, 0, warmup)
+            await _pushes(session, port, 0, warmup, fmt)
             if fake is not None and row == "sustained":
                 await _settle(fake, warmup)
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
             before = await _sends(fake) if fake is not None and row == "sustained" else 0
-            await _pushes(session, port, 1_000_000, pushes)
+            await _pushes(session, port, 1_000_000, pushes, fmt)
             if fake is not None and row == "sustained":
                 await _settle(fake, before + pushes)
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
@@ -140,7 +142,7 @@ async def _settle(fake: str, expected: int, seconds: float = 300) -> None:
         await asyncio.sleep(0.5)
 
 
-async def run(rows: list[str], pushes: int, warmup: int) -> dict[str, int]:
+async def run(rows: list[str], pushes: int, warmup: int, fmt: str = "xml") -> dict[str, int]:
     work = Path(tempfile.mkdtemp(prefix="kefu-instructions-"))
     holding_port, fake_port = free_port(), free_port()
     holding = await _holding_api(holding_port)
@@ -152,7 +154,7 @@ async def run(rows: list[str], pushes: int, warmup: int) -> dict[str, int]:
     try:
         for row in rows:
             api = fake if row in ("bare+send", "sustained") else f"http://127.0.0.1:{holding_port}"
-            total = await measure(row, work, pushes, warmup, api, fake)
+            total = await measure(row, work, pushes, warmup, api, fake, fmt)
             results[row] = total // pushes
             print(f"  {row:<10} {results[row]:>10,} instructions per push", flush=True)
     finally:
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pushes", type=int, default=1000, help="pushes counted per row (after the warm-up)")
     p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--format", choices=sorted(CONTENT_TYPES), default="xml",
+                   help="the pushes' format (the references read any body the same way)")
     p.add_argument("--only", default=",".join(ROWS), help=f"rows, comma-separated: {', '.join(ROWS)}")
     a = p.parse_args(argv)
     rows = [r for r in a.only.split(",") if r]
@@ -175,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
-    print(f"kefu bench: instructions per push under callgrind, {a.pushes} pushes per row after {a.warmup}")
-    results = asyncio.run(run(rows, a.pushes, a.warmup))
+    print(f"kefu bench: instructions per push under callgrind, {a.pushes} {a.format} pushes per row after "
+          f"{a.warmup}")
+    results = asyncio.run(run(rows, a.pushes, a.warmup, a.format))
     print()
     bare, send = results.get("bare"), results.get("bare+send")
     for row, n in results.items():

@@ -14,7 +14,11 @@ The rows (one line each; see README "Performance"):
 
 - bare / bare+send: bench/bare.py answering `success` to any POST; bare+send also makes one POST per push to
   the fake API, after the answer is flushed and before the connection's next push is read (see its
-  docstring). Measured first and, in the full run, again last: the ratios use the mean of the two.
+  docstring). Measured first, between the kefu rows and, in the full run, last. A kefu row's ratios use the
+  references measured just before and just after it (its note says them: "bare near B/A"), because a shared
+  VM's speed drifts by 20–35% over a run while two measures a few seconds apart agree to a few percent; the
+  10,000-rule rows are compared with their 10-rule rows as ratios to their own references for the same reason.
+  `--no-adjacent` measures them only first and last (the table's reference rows show every measure).
 - answer: the answer rate — pushes answered per second while replies wait in the outbox. kefu has
   credentials and its api_base is a fake API that holds every send (outbox.concurrency 1): each reply is
   stored pending, its user's lane started, and nothing is ever sent during the row. That is the push path
@@ -557,6 +561,9 @@ class Row:
     rss_warm_mb: float | None = None
     rss_end_mb: float | None = None
     measures: list[float] = field(default_factory=list)  # references: each measurement's rate
+    # kefu rows, with adjacent references (the default): the reference rates measured just before and just after
+    # this row, by reference kind; its ratios use their mean instead of the run's first and last
+    near: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # see CpuWatch: server, others, load_core
     answers: dict[str, int] = field(default_factory=dict)  # answer bodies by kind: success, transfer, …
 
@@ -774,6 +781,20 @@ class Suite:
         if kind == "bare" and len(row.measures) == 1:
             self.load.expected_rate = row.rate * 1.1  # no kefu row answers faster than the bare app
         return row
+
+    @staticmethod
+    def near_kinds(row: Row) -> list[str]:
+        """The references a row's ratios are taken against."""
+        return ["bare", "bare+send"] if row.kind == "sustained" else ["bare"]
+
+    def near_reference(self, kind: str, waiting: dict[str, list[Row]]) -> None:
+        """Measure a reference between two kefu rows: the "after" of the rows waiting for it, and the "before"
+        of the next row."""
+        r = self.retrying(lambda: self.reference(kind))
+        log(f"[ref] {kind:<10} {r.measures[-1]:>9,.0f}/s")
+        for row in waiting.get(kind, []):
+            row.near[kind].append(r.measures[-1])
+        waiting[kind] = []
 
     def answer(self, row: Row) -> None:
         row.note = ""
@@ -1061,11 +1082,22 @@ class Suite:
                     drift = (row.measures[-1] - row.measures[0]) / row.measures[0]
                     row.note = (row.note + f" first/last {row.measures[0]:,.0f}/{row.measures[-1]:,.0f} "
                                            f"({drift:+.0%})").strip()
+                if len(row.measures) > 2:
+                    row.note += f", {len(row.measures)} measures {min(row.measures):,.0f}–{max(row.measures):,.0f}"
                 row.result = "FAIL" if row.errors or row.wrong else ""
                 continue
-            row.x_bare = row.rate / bare.rate if bare and bare.rate else None
+            near_bare, near_send = row.near.get("bare"), row.near.get("bare+send")
+            if near_bare:
+                row.x_bare = row.rate / statistics.fmean(near_bare)
+                row.note = (row.note + " bare near " + "/".join(f"{r:,.0f}" for r in near_bare)).strip()
+            else:
+                row.x_bare = row.rate / bare.rate if bare and bare.rate else None
             if row.kind == "sustained":
-                row.x_send = row.rate / send.rate if send and send.rate else None
+                if near_send:
+                    row.x_send = row.rate / statistics.fmean(near_send)
+                    row.note = (row.note + " b+send near " + "/".join(f"{r:,.0f}" for r in near_send)).strip()
+                else:
+                    row.x_send = row.rate / send.rate if send and send.rate else None
             checks = []
             plain = row.fmt in ("xml", "json")
             if row.kind == "answer" and row.match == "hit" and row.rules == 10:
@@ -1079,7 +1111,10 @@ class Suite:
             if row.rules > 10:
                 ten = self.find(row.kind, row.fmt, row.match, 10, row.store)
                 if ten is not None:
-                    ratio = row.rate / ten.rate
+                    # with adjacent references, each row against its own bare: drift between the two rows cancels
+                    both = row.near.get("bare") and ten.near.get("bare")
+                    ratio = (row.rate / statistics.fmean(row.near["bare"])) / (ten.rate / statistics.fmean(
+                        ten.near["bare"])) if both else row.rate / ten.rate
                     if row.rules == 10000:
                         checks.append((f"{ratio:.2f}× r10 ≥0.9", ratio, 0.9))
                     else:
@@ -1107,11 +1142,23 @@ class Suite:
         for kind in refs:
             r = self.retrying(lambda kind=kind: self.reference(kind))
             log(f"[ref] {kind:<10} {r.measures[-1]:>9,.0f}/s  p99 {r.p99_ms:.1f} ms")
+        fresh = set(refs)  # references measured since the last kefu row: they may serve as the next row's "before"
+        waiting: dict[str, list[Row]] = {}  # reference kind → rows that still need their "after" measure of it
         for i, row in enumerate(rows, 1):
+            if a.adjacent:
+                for kind in dict.fromkeys([*self.near_kinds(row), *(k for k, w in waiting.items() if w)]):
+                    if kind not in fresh:
+                        self.near_reference(kind, waiting)
+                        fresh.add(kind)
+                    if kind in self.near_kinds(row):
+                        row.near[kind] = [self.refs[kind].measures[-1]]
             try:
                 self.retrying(lambda row=row: (self.answer if row.kind == "answer" else self.sustained)(row))
             except Exception as exc:  # one broken row must not lose the others
                 row.result, row.note = "ERROR", f"{type(exc).__name__}: {exc}"[:300]
+            fresh.clear()
+            for kind in row.near:
+                waiting.setdefault(kind, []).append(row)
             self.rows.append(row)
             log(f"[{i}/{len(rows)}] {row.label():<32} {row.rate:>9,.0f}/s  p50 {row.p50_ms:.1f} ms  "
                 f"p99 {row.p99_ms:.1f} ms  {row.note}")
@@ -1132,8 +1179,13 @@ class Suite:
                 except Exception as exc:
                     self.checks.append({"check": f"long run {store}", "value": f"{type(exc).__name__}: {exc}"[:300],
                                         "target": "", "result": "ERROR"})
+        for kind, w in waiting.items():  # the last rows' "after"
+            if w:
+                self.near_reference(kind, waiting)
         if not a.quick and refs:  # the references again, last: the ratios use the mean of both
             for kind in refs:
+                if kind in waiting:
+                    continue  # just measured: the last rows' "after"
                 r = self.retrying(lambda kind=kind: self.reference(kind))
                 log(f"[ref] {kind:<10} {r.measures[-1]:>9,.0f}/s  (again)")
         self.elapsed = time.monotonic() - started
@@ -1234,6 +1286,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--matrix", action="store_true", help="every combination of the selected dimensions")
     p.add_argument("--seconds", type=float, help="measured seconds per row (default 5, quick 2)")
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per row")
+    p.add_argument("--no-adjacent", dest="adjacent", action="store_false",
+                   help="measure the references only first and last, not also between the kefu rows (faster, but "
+                        "the VM's drift then goes into the ratios)")
     p.add_argument("--long-seconds", type=float, help="the run at the sustained rate (default 60; quick 0: off)")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--outbox-concurrency", type=int, default=64, help="kefu's outbox.concurrency, sustained rows")
