@@ -2,6 +2,7 @@
 
     python -m bench.instructions              # bare, minimal, kefu answer; bare+send, kefu sustained (5–10 min)
     python -m bench.instructions --pushes 2000 --only answer
+    python -m bench.instructions --only answer --match miss --rules 10000 --format json
 
 The throughput suite (bench/suite.py) measures what counts — pushes per second against references run on the
 same core — but on a shared VM its rows swing by 20% from one minute to the next. This counts the CPU
@@ -67,13 +68,14 @@ async def _wait_up(session: aiohttp.ClientSession, port: int, proc: subprocess.P
     raise RuntimeError("the server did not start under valgrind")
 
 
-async def _pushes(session: aiohttp.ClientSession, port: int, first: int, count: int, fmt: str = "xml") -> None:
+async def _pushes(session: aiohttp.ClientSession, port: int, first: int, count: int, fmt: str = "xml",
+                  match: str = "hit") -> None:
     query = f"?signature={sign(TOKEN, TIMESTAMP, NONCE)}&timestamp={TIMESTAMP}&nonce={NONCE}"
     slots = asyncio.Semaphore(8)
 
     async def one(i: int) -> None:
         async with slots, session.post(f"http://127.0.0.1:{port}/wechat{query}",
-                                       data=push_body(fmt, i, TEXT["hit"], 0),
+                                       data=push_body(fmt, i, TEXT[match], 0),
                                        headers={"Content-Type": CONTENT_TYPES[fmt]}) as resp:
             await resp.read()
             if resp.status != 200:
@@ -97,7 +99,7 @@ async def _sends(fake: str) -> int:
 
 
 async def measure(row: str, work: Path, pushes: int, warmup: int, api: str, fake: str | None,
-                  fmt: str = "xml") -> int:
+                  fmt: str = "xml", match: str = "hit", rules: int = 10) -> int:
     port = free_port()
     out = work / f"callgrind.{row}"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no", sys.executable]
@@ -108,19 +110,19 @@ async def measure(row: str, work: Path, pushes: int, warmup: int, api: str, fake
         if row == "bare+send":
             cmd += ["--send", api]
     else:
-        config = write_kefu(work / row, 10, "memory", api_base=api, concurrency=16, safe=False)
+        config = write_kefu(work / row, rules, "memory", api_base=api, concurrency=16, safe=False)
         cmd += ["-m", "bot", "serve", "--config", str(config), "--port", str(port), "--loop", "uvloop"]
     with open(work / f"{row}.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, cwd=Path(__file__).parent.parent)
     try:
         async with aiohttp.ClientSession() as session:
             await _wait_up(session, port, proc, 300)
-            await _pushes(session, port, 0, warmup, fmt)
+            await _pushes(session, port, 0, warmup, fmt, match)
             if fake is not None and row == "sustained":
                 await _settle(fake, warmup)
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
             before = await _sends(fake) if fake is not None and row == "sustained" else 0
-            await _pushes(session, port, 1_000_000, pushes, fmt)
+            await _pushes(session, port, 1_000_000, pushes, fmt, match)
             if fake is not None and row == "sustained":
                 await _settle(fake, before + pushes)
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
@@ -142,7 +144,8 @@ async def _settle(fake: str, expected: int, seconds: float = 300) -> None:
         await asyncio.sleep(0.5)
 
 
-async def run(rows: list[str], pushes: int, warmup: int, fmt: str = "xml") -> dict[str, int]:
+async def run(rows: list[str], pushes: int, warmup: int, fmt: str = "xml", match: str = "hit",
+              rules: int = 10) -> dict[str, int]:
     work = Path(tempfile.mkdtemp(prefix="kefu-instructions-"))
     holding_port, fake_port = free_port(), free_port()
     holding = await _holding_api(holding_port)
@@ -154,7 +157,7 @@ async def run(rows: list[str], pushes: int, warmup: int, fmt: str = "xml") -> di
     try:
         for row in rows:
             api = fake if row in ("bare+send", "sustained") else f"http://127.0.0.1:{holding_port}"
-            total = await measure(row, work, pushes, warmup, api, fake, fmt)
+            total = await measure(row, work, pushes, warmup, api, fake, fmt, match, rules)
             results[row] = total // pushes
             print(f"  {row:<10} {results[row]:>10,} instructions per push", flush=True)
     finally:
@@ -170,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--format", choices=sorted(CONTENT_TYPES), default="xml",
                    help="the pushes' format (the references read any body the same way)")
+    p.add_argument("--match", choices=sorted(TEXT), default="hit", help="kefu's rows: the rule hit, or no match")
+    p.add_argument("--rules", type=int, default=10, help="kefu's rows: keyword rules (the hit is the last one)")
     p.add_argument("--only", default=",".join(ROWS), help=f"rows, comma-separated: {', '.join(ROWS)}")
     a = p.parse_args(argv)
     rows = [r for r in a.only.split(",") if r]
@@ -180,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
     print(f"kefu bench: instructions per push under callgrind, {a.pushes} {a.format} pushes per row after "
-          f"{a.warmup}")
-    results = asyncio.run(run(rows, a.pushes, a.warmup, a.format))
+          f"{a.warmup}; kefu: {a.rules} rules, {a.match}")
+    results = asyncio.run(run(rows, a.pushes, a.warmup, a.format, a.match, a.rules))
     print()
     bare, send = results.get("bare"), results.get("bare+send")
     for row, n in results.items():
