@@ -933,8 +933,9 @@ class Suite:
         worst = max(r["one_file_s"], r["all_files_s"])
         self.checks.append({
             "check": "reload, 10,000 rules (bench/reload.py corpus)",
-            "value": f"cold load {r['cold_s']:.2f} s, 1 file changed {r['one_file_s']:.2f} s, "
-                     f"all files changed {r['all_files_s']:.2f} s",
+            "value": f"cold load {r['cold_s']:.2f} s; median of {len(r['all_files_runs'])}: 1 file changed "
+                     f"{r['one_file_s']:.2f} s, all files changed {r['all_files_s']:.2f} s "
+                     f"({' '.join(f'{t:.2f}' for t in r['all_files_runs'])})",
             "target": "< 1 s", "result": "PASS" if worst < 1 else "FAIL", "data": r})
 
     def rss(self) -> None:
