@@ -8,10 +8,10 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 import pytest
-from jinja2 import DictLoader
+from jinja2 import DictLoader, Template
 
 from bot.engine.render import Text, make_environment
-from bot.engine.templates import TemplateCompiler
+from bot.engine.templates import LazyTemplate, TemplateCompiler, release
 from bot.protocol.wire import message_from_fields
 
 MESSAGE = message_from_fields(MappingProxyType({"FromUserName": "oUser", "ToUserName": "gh", "MsgType": "text",
@@ -61,10 +61,37 @@ def outcome(text: Text, context: dict) -> tuple[str, str]:
 def test_a_substitution_renders_and_fails_exactly_as_jinja_does(source):
     template, compiled = compiler().compile(source)
     assert compiled.pieces is not None  # the quick way is the one being tested
-    quick, jinja = Text(template=template, pieces=compiled.pieces), Text(template=template)
-    assert outcome(quick, CONTEXT) == outcome(jinja, CONTEXT)
+    # the lazy template's code, generated on demand, and a template compiled the usual way
+    eager = make_environment(DictLoader({})).from_string(source)
+    quick, lazy, jinja = Text(template=template, pieces=compiled.pieces), Text(template=template), Text(template=eager)
+    assert outcome(quick, CONTEXT) == outcome(lazy, CONTEXT) == outcome(jinja, CONTEXT)
     partial = {k: v for k, v in CONTEXT.items() if k != "match"}  # a context without a name: Jinja's error
-    assert outcome(quick, partial) == outcome(jinja, partial)
+    assert outcome(quick, partial) == outcome(lazy, partial) == outcome(jinja, partial)
+
+
+def test_an_inline_substitution_generates_its_code_only_when_jinja_must_speak():
+    env = make_environment(DictLoader({}))
+    first = TemplateCompiler(env)
+    template, compiled = first.compile("单号 {{ match.order }}")
+    assert isinstance(template, LazyTemplate) and compiled.code is None
+    text = Text(template=template, pieces=compiled.pieces)
+    assert text.render(CONTEXT) == "单号 A-1"
+    assert template._template is None  # rendered without Jinja's code: none was made
+    assert outcome(text, {**CONTEXT, "match": {}}) == ("UndefinedError", "'dict object' has no attribute 'order'")
+    made = template._template
+    assert made is not None and template.real() is made  # made once, for the error, and kept
+    # a reload reuses the compile result: still lazy, and a template of its own
+    again, reused = TemplateCompiler(env, first.compiled).compile("单号 {{ match.order }}")
+    assert reused is compiled and isinstance(again, LazyTemplate) and again._template is None
+    release([*first.templates, again])  # the generated template's cycles are broken; one never generated is skipped
+    assert made.root_render_func.__globals__ == {} and again._template is None
+
+
+def test_template_files_and_templates_with_more_than_substitutions_are_compiled_at_once():
+    compiler_ = compiler()
+    for source, name in (("单号 {{ match.order }}", "order.j2"), ("{{ match.order | upper }}", None)):
+        template, compiled = compiler_.compile(source, name)
+        assert isinstance(template, Template) and compiled.code is not None
 
 
 @pytest.mark.parametrize("source", NOT_SUBSTITUTIONS)

@@ -10,7 +10,7 @@ from jinja2 import BaseLoader, StrictUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..messages import MenuReply, Reply, TextReply
-from .templates import Pieces
+from .templates import LazyTemplate, Pieces
 
 
 def make_environment(loader: BaseLoader) -> SandboxedEnvironment:
@@ -33,7 +33,7 @@ class Text:
     """A piece of reply text: a constant when it has no Jinja syntax, else a compiled template."""
 
     constant: str | None = None
-    template: Template | None = None
+    template: Template | LazyTemplate | None = None
     pieces: Pieces | None = None  # the template as text and lookups, when that is all it is (substitutions)
 
     def render(self, context: Mapping[str, Any]) -> str:

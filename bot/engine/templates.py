@@ -1,6 +1,11 @@
 """Compiling Jinja templates once: parse once, check the names they use, generate code once — and reuse the
 generated code across reloads for every template whose source did not change.
 
+Most reply texts only put values into text ("您的订单 {{ match.order }} 已发货"). Those render without Jinja's
+code (render.Text takes their `pieces`), so their code is generated only if it is ever needed (LazyTemplate):
+generating code is most of what compiling a template costs, and a rule set of thousands of replies loads and
+reloads faster without it.
+
 A rule set's templates folder is served by `CompiledLoader`, which hands out templates compiled at load
 time, so `{% include %}` at render time neither reads a file nor parses anything.
 """
@@ -22,7 +27,7 @@ JINJA_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self", "super"}
 class Compiled:
     """What compiling one template source produced; independent of any environment."""
 
-    code: CodeType
+    code: CodeType | None  # None: not generated (a lazy inline template, see LazyTemplate)
     names: frozenset[str]  # the names it reads that it does not set itself
     includes: frozenset[str]  # the templates it includes, imports or extends (by literal name)
     pieces: Pieces | None = None  # when it only puts values into text: what to put where (see render.Text)
@@ -68,28 +73,71 @@ class TemplateCompiler:
         # iterating a ChainMap (in Python) cost more than the rest of rendering a short reply
         self._globals = dict(env.make_globals(None))
 
-    def compile(self, source: str, name: str | None = None) -> tuple[Template, Compiled]:
+    def compile(self, source: str, name: str | None = None) -> tuple[Template | LazyTemplate, Compiled]:
+        """A template file (`name`) or an inline template (a rule's reply text). An inline template that only
+        substitutes values comes back as a LazyTemplate; any other as a jinja2 Template."""
         key = (name, source)
         compiled = self.compiled.get(key) or self.previous.get(key)
         if compiled is None:
             ast = self.env.parse(source, name=name)
+            pieces = substitutions(ast)
+            lazy = pieces is not None and name is None  # files stay real: `{% include %}` loads them
             compiled = Compiled(
-                code=self.env.compile(ast, name=name, filename=name),
+                code=None if lazy else self.env.compile(ast, name=name, filename=name),
                 names=_free_names(ast),
                 includes=frozenset(r for r in meta.find_referenced_templates(ast) if r is not None),
-                pieces=substitutions(ast),
+                pieces=pieces,
             )
         self.compiled[key] = compiled
-        template = self.env.template_class.from_code(self.env, compiled.code, self._globals, None)
+        template: Template | LazyTemplate
+        if compiled.code is None:
+            template = LazyTemplate(self.env, source, self._globals)
+        else:
+            template = self.env.template_class.from_code(self.env, compiled.code, self._globals, None)
         self.templates.append(template)
         return template, compiled
 
 
-def release(templates: list[Template] | tuple[Template, ...]) -> None:
+class LazyTemplate:
+    """An inline template that only substitutes values, its Jinja code generated on first need. Rendering
+    takes the substitution path (render.Text); Jinja's own code runs only to raise an error in its words (an
+    undefined value, an unsafe attribute), which is when this generates it — once."""
+
+    __slots__ = ("environment", "_source", "_globals", "_template")
+
+    def __init__(self, env: Environment, source: str, globals: dict[str, Any]):
+        self.environment = env
+        self._source = source
+        self._globals = globals
+        self._template: Template | None = None
+
+    def real(self) -> Template:
+        if self._template is None:
+            code = self.environment.compile(self._source)
+            self._template = self.environment.template_class.from_code(self.environment, code, self._globals,
+                                                                       None)
+        return self._template
+
+    @property
+    def root_render_func(self) -> Callable[..., Any]:
+        return self.real().root_render_func
+
+    def new_context(self, vars: dict[str, Any] | None = None) -> Any:
+        return self.real().new_context(vars)
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        return self.real().render(*args, **kwargs)
+
+
+def release(templates: list[Template | LazyTemplate] | tuple[Template | LazyTemplate, ...]) -> None:
     """Break the reference cycles of compiled templates (each template's functions and its namespace refer
     to each other), so that reference counting frees them without the cycle collector: a full collection
     over a large rule set would stall the event loop. The templates cannot render afterwards."""
     for template in templates:
+        if isinstance(template, LazyTemplate):
+            if template._template is None:  # noqa: SLF001 - never generated: nothing to break
+                continue
+            template = template._template  # noqa: SLF001
         template.root_render_func.__globals__.clear()  # type: ignore[attr-defined]
         template.blocks.clear()
         loader = template.environment.loader
