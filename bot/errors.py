@@ -84,6 +84,12 @@ class PushTooLarge(ProtocolError):
     status = 413
 
 
+class PushTooSlow(ProtocolError):
+    """The body was still arriving when WeChat would have stopped waiting for the answer."""
+
+    status = 408
+
+
 class StoreError(KefuError):
     """The store failed."""
 

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -24,6 +25,18 @@ from typing import IO, Any
 
 FLUSH_EVERY = 0.2  # seconds a line may wait in the buffer (a quiet bot's last line: see LineHandler.tick)
 FLUSH_AT = 64 * 1024  # characters
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def printable(value: str) -> str:
+    """A value from a push, safe in a log line: line breaks and control characters written as \\xNN, so that
+    a push cannot start a line of its own."""
+    if value.isprintable():  # the usual case, in C; False also for some harmless characters (U+3000)
+        return value
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                            else f"\\u{ord(m.group()):04x}", value)
 
 
 _MILLIS = tuple(f",{ms:03d}" for ms in range(1000))  # ",000" … ",999": a lookup, not a format, per line

@@ -52,7 +52,10 @@ MAX_BACKOFF = 300.0
 
 
 def short_user(openid: str) -> str:
-    """An openid shortened for logs: enough to tell users apart, not enough to be the id."""
+    """An openid shortened for logs: enough to tell users apart, not enough to be the id. It comes from the
+    push: a line break in it must not start a log line of its own."""
+    if not openid.isprintable():
+        openid = logs.printable(openid)
     return openid if len(openid) <= 10 else f"{openid[:4]}…{openid[-4:]}"
 
 

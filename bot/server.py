@@ -13,7 +13,6 @@ import hmac
 import json
 import logging
 import os
-import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,7 +31,7 @@ from .config import Settings
 from .convlog import ConversationLog
 from .dedupe import Dedupe
 from .engine import RuleSet, decide
-from .errors import ProtocolError, PushTooLarge, StoreError
+from .errors import ProtocolError, PushTooLarge, PushTooSlow, StoreError
 from .messages import Decision, Message, Reply
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, SharedMetrics
@@ -277,15 +276,29 @@ async def handle_verify(request: web.Request) -> web.Response:
         return web.Response(status=exc.status, text="forbidden")
     echostr = request.query.get("echostr")
     if echostr is None:
+        log.warning("URL verification from %s refused with 400: a valid signature but no echostr", request.remote)
         return web.Response(status=400, text="missing echostr")
     log.info("URL verification passed")
     return web.Response(text=echostr, content_type="text/plain")
+
+
+BODY_SECONDS = 5.0  # WeChat waits 5 s for an answer: a body still arriving after that is not worth waiting for
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PushTooLarge(f"body of {request.content_length} bytes is over {limit}")
     content = request.content
+    if content.is_eof():  # the usual push: all of it arrived with the headers
+        return await _read_all(content, limit)
+    try:  # still arriving: a client that stalls must not hold the handler and its connection for ever
+        async with asyncio.timeout(BODY_SECONDS):
+            return await _read_all(content, limit)
+    except TimeoutError:
+        raise PushTooSlow(f"body not complete after {BODY_SECONDS:g} s") from None
+
+
+async def _read_all(content: aiohttp.StreamReader, limit: int) -> bytes:
     first = await content.read(65536)
     size = len(first)
     if size > limit:
@@ -322,6 +335,11 @@ async def handle_push(request: web.Request) -> web.Response:
         rt.metrics.refuse(400)
         log.warning("push body could not be read from %s: %s", request.remote, type(exc).__name__)
         return web.Response(status=400, text="unreadable body")
+    except Exception:  # kefu's own parser failed on it: still a 4xx (a 500 only makes WeChat send it again)
+        rt.metrics.refuse(400)
+        log.exception("push from %s could not be read (a kefu bug: please report it); refused with 400",
+                      request.remote)
+        return web.Response(status=400, text="unreadable push")
 
     message = push.message
     first, future = rt.dedupe.claim(message.dedupe_key)
@@ -552,12 +570,9 @@ def _type_label(message: Message) -> str:
 _LABELS: dict[str, str] = {}
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
-
-
 def loggable(value: str, limit: int = 48) -> str:
     """A value from a push, safe for a log line: no line breaks or control characters, bounded length."""
-    value = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    value = logs.printable(value)
     return value if len(value) <= limit else value[:limit] + "…"
 
 

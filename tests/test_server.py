@@ -427,7 +427,7 @@ def test_signature_helper_matches_protocol():
 @pytest.mark.parametrize("body,status", [
     (b'{"FromUserName":"\\ud800","MsgType":"a"}', 400),  # a lone surrogate: no answer could carry it
     (b'{"ToUserName":"gh\\udfff","FromUserName":"o1","MsgType":"text","Content":"x","MsgId":1}', 400),
-    (b'{"FromUserName":"o1","MsgType":"text","Content":"\\ud83d\\ude00","MsgId":2}', 200),  # a real pair
+    (b'{"FromUserName":"o1","MsgType":"text","Content":"\\ud83d\\ude00","MsgId":2,"CreateTime":1}', 200),  # a pair
     (b"<xml>" + b"<a>" * 5000 + b"x" + b"</a>" * 5000 + b"</xml>", 400),  # deep XML nesting
 ])
 async def test_unanswerable_bodies_are_400(bot, body, status, caplog):
@@ -509,3 +509,94 @@ async def test_a_store_failure_after_the_replies_are_stored_keeps_the_answer(bot
     resp = await bot.push(xml_push(text_fields("发货")))
     assert await resp.text() == "success"  # not handed to agents: the reply is already on its way
     assert len(await fake.wait_sent(1)) == 1
+
+
+# ---- bodies no WeChat push has: a 4xx and a log line, never a 500 ------------------------------------
+
+
+def _xml(*parts: str) -> bytes:
+    return (f"<xml><ToUserName>{ACCOUNT}</ToUserName><FromUserName>{USER}</FromUserName>" + "".join(parts)
+            + "</xml>").encode()
+
+
+def _errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("encoding", ["gbk", "GB2312", "x-unknown", "base64", "utf-32"])
+async def test_an_xml_declaration_of_an_encoding_expat_cannot_read_is_400(bot, caplog, encoding):
+    body = (f'<?xml version="1.0" encoding="{encoding}"?>'.encode()
+            + _xml("<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>hi</Content><MsgId>1</MsgId>"))
+    resp = await bot.push(body, content_type="text/xml")
+    assert resp.status == 400 and not _errors(caplog)
+    assert any("push refused with 400" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("body", [
+    _xml("<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>人工</Content><Content>发货</Content>"
+         "<MsgId>11</MsgId>"),
+    _xml("<CreateTime>1</CreateTime><MsgType>text</MsgType><Content><b>发货</b></Content><MsgId>12</MsgId>"),
+    _xml("<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>13</MsgId><MsgId>14</MsgId>"),
+    _xml("<CreateTime>1</CreateTime><CreateTime>2</CreateTime><MsgType>event</MsgType>"
+         "<Event>user_enter_tempsession</Event>"),
+    _xml("<MsgType>event</MsgType><Event>user_enter_tempsession</Event>"),  # an event's dedupe key needs it
+    _xml("<CreateTime>abc</CreateTime><MsgType>event</MsgType><Event>user_enter_tempsession</Event>"),
+    _xml("<CreateTime>" + "9" * 5000 + "</CreateTime><MsgType>text</MsgType><Content>hi</Content><MsgId>7</MsgId>"),
+], ids=["repeated-Content", "nested-Content", "repeated-MsgId", "repeated-CreateTime", "no-CreateTime",
+        "text-CreateTime", "5000-digit-CreateTime"])
+async def test_fields_that_repeat_hold_elements_or_are_no_number_are_refused(make_bot, fake, caplog, body):
+    bot = await make_bot(RULES, templates=TEMPLATES, config="security:\n  max_timestamp_age: 0\n")
+    resp = await bot.push(body, content_type="text/xml")
+    assert resp.status == 400 and not _errors(caplog)
+    await bot.drain()
+    assert fake.sent == []  # neither answered as an empty text nor deduplicated on a made-up key
+
+
+async def test_a_json_number_too_large_for_a_float_reads_as_no_value(bot, caplog):
+    push = {"ToUserName": ACCOUNT, "FromUserName": USER, "CreateTime": int(time.time()), "MsgType": "event",
+            "Event": "LOCATION", "Latitude": 10 ** 400, "Longitude": 1, "Precision": 1}
+    resp = await bot.push(json.dumps(push).encode(), content_type="application/json")
+    assert resp.status == 200 and not _errors(caplog)
+
+
+async def test_a_parser_failure_kefu_did_not_foresee_is_still_a_400_with_its_traceback(bot, caplog, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(bot.runtime.codec, "read", broken)
+    resp = await bot.push(xml_push(text_fields("发货")))
+    assert resp.status == 400
+    assert [r.exc_info[0] for r in caplog.records if r.levelno >= logging.ERROR] == [RuntimeError]
+
+
+@pytest.mark.parametrize("user", ["o\nFORGED", "oAbc\nFORGED line from a push\nxyz", "o\u2028x"])
+async def test_an_openid_cannot_start_a_log_line_of_its_own(bot, caplog, user):
+    caplog.set_level(logging.INFO, logger="bot.server")
+    resp = await bot.push(json_push(text_fields("hello", user=user)), content_type="application/json")
+    assert resp.status == 200
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("push ")]
+    assert len(lines) == 1 and "\n" not in lines[0] and "\u2028" not in lines[0]
+
+
+async def test_a_url_check_without_echostr_is_refused_with_a_log_line(bot, caplog):
+    resp = await bot.client.get("/wechat", params=signed_query())
+    assert resp.status == 400
+    assert any("no echostr" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+async def test_a_body_that_stalls_is_answered_408_instead_of_holding_the_connection(bot, caplog, monkeypatch):
+    import urllib.parse
+
+    from bot import server
+
+    monkeypatch.setattr(server, "BODY_SECONDS", 0.2)
+    reader, writer = await asyncio.open_connection(bot.client.server.host, bot.client.server.port)
+    try:
+        writer.write(f"POST /wechat?{urllib.parse.urlencode(signed_query())} HTTP/1.1\r\nHost: x\r\n"
+                     f"Content-Type: text/xml\r\nContent-Length: 1000\r\n\r\n<xml>".encode())
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readline(), 10)  # a bound for a broken build, not a wait
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408")
+    assert any("not complete after 0.2 s" in r.getMessage() for r in caplog.records)

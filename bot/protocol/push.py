@@ -58,7 +58,7 @@ class PushCodec:
         encrypted = query.get("encrypt_type", "").lower() == "aes"
         if encrypted:
             fields = self._unwrap(query, fields)
-        return Push(message_from_fields(fields), fmt, encrypted, query.get("nonce", ""))
+        return Push(message_from_fields(fields, push=True), fmt, encrypted, query.get("nonce", ""))
 
     def _unwrap(self, query: Mapping[str, str], envelope: Mapping[str, object]) -> dict[str, object]:
         encrypt = envelope.get("Encrypt")

@@ -108,9 +108,14 @@ def _check_json(data: Any) -> None:
 
 
 def _text(fields: Mapping[str, Any], key: str) -> str | None:
+    """A field kefu reads as text. One that repeats or holds elements (XML) or is an object or a list (JSON)
+    is not a push WeChat sends: reading it as missing would give a text without content, or a dedupe key
+    without its MsgId."""
     value = fields.get(key)
-    if value is None or isinstance(value, dict | list):
+    if value is None:
         return None
+    if isinstance(value, dict | list):
+        raise MalformedPush(f"{key} is not a plain value (repeated, or holding elements)")
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)  # JSON numbers (MsgId can exceed 2**53: json keeps ints exact)
@@ -119,14 +124,23 @@ def _text(fields: Mapping[str, Any], key: str) -> str | None:
 def _float(fields: Mapping[str, Any], key: str) -> float | None:
     try:
         return float(fields[key])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer of 400 digits
         return None
 
 
+MAX_DIGITS = 20  # an int64 has 19; Python's int() refuses over 4,300 (ValueError) and is slow long before
+
+
 def _int(fields: Mapping[str, Any], key: str) -> int | None:
+    text = _text(fields, key)
+    if text is None:
+        return None
+    text = text.strip()
+    if not (text.isascii() and len(text) <= MAX_DIGITS):  # int() also reads "١٢" and "1_000"
+        return None
     try:
-        return int(str(fields[key]).strip())
-    except (KeyError, TypeError, ValueError):
+        return int(text)
+    except ValueError:
         return None
 
 
@@ -172,26 +186,30 @@ def _convert(fields: Mapping[str, Any], spec: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def message_from_fields(fields: Mapping[str, Any]) -> Message:
-    """Build the typed Message. Unknown types and events are kept, never refused."""
+def message_from_fields(fields: Mapping[str, Any], *, push: bool = False) -> Message:
+    """Build the typed Message. Unknown types and events are kept, never refused. `push`: the fields came
+    from WeChat, and must have a CreateTime (kefu's own messages — chat, tests, the console — may not)."""
     if fields.get("MsgType") == "text":
         message = _plain_text(fields)
         if message is not None:
             return message
-    return _any_message(fields)
+    return _any_message(fields, push)
 
 
-def _any_message(fields: Mapping[str, Any]) -> Message:
+def _any_message(fields: Mapping[str, Any], push: bool = False) -> Message:
     from_user = _text(fields, "FromUserName")
     msg_type = (_text(fields, "MsgType") or "").strip().lower()
     if not from_user:
         raise MalformedPush("push has no FromUserName")
     if not msg_type:
         raise MalformedPush("push has no MsgType")
+    create_time = _int(fields, "CreateTime")
+    if create_time is None and push:  # every push has one, and an event's dedupe key is made of it
+        raise MalformedPush("push has no CreateTime (a number of seconds)")
     common: dict[str, Any] = {
         "to_user": _text(fields, "ToUserName") or "",
         "from_user": from_user,
-        "create_time": _int(fields, "CreateTime") or 0,
+        "create_time": create_time or 0,
         "msg_type": msg_type,
         "msg_id": _text(fields, "MsgId") or _text(fields, "MsgID"),
         "fields": MappingProxyType(dict(fields)),
@@ -228,7 +246,7 @@ def _plain_text(fields: Mapping[str, Any]) -> TextMessage | None:
     create_time, menu_id = get("CreateTime"), get("bizmsgmenuid")
     if type(msg_id) is int:  # JSON (not a bool: those are ints too)
         msg_id = str(msg_id)
-    if type(create_time) is str and create_time.isdigit() and create_time.isascii():
+    if type(create_time) is str and create_time.isdigit() and create_time.isascii() and len(create_time) <= MAX_DIGITS:
         create_time = int(create_time)
     if (type(from_user) is str and from_user and type(to_user) is str and type(content) is str
             and type(msg_id) is str and msg_id and type(create_time) is int

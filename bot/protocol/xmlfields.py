@@ -110,6 +110,10 @@ def _parse_with_expat(body: bytes, max_depth: int) -> dict[str, Any] | str:
         parser.Parse(body, True)
     except expat.ExpatError as exc:
         raise XmlRefused(f"invalid XML: {expat.ErrorString(exc.code)}") from None
+    except XmlRefused:
+        raise
+    except (LookupError, ValueError) as exc:  # an encoding declaration expat hands to Python's codecs: gbk, x-…
+        raise XmlRefused(f"unsupported encoding ({exc})") from None
     except RecursionError:  # pragma: no cover - the depth bound comes first
         raise XmlRefused("nested too deeply") from None
     root = stack[0][1]
