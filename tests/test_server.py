@@ -427,7 +427,8 @@ def test_signature_helper_matches_protocol():
 @pytest.mark.parametrize("body,status", [
     (b'{"FromUserName":"\\ud800","MsgType":"a"}', 400),  # a lone surrogate: no answer could carry it
     (b'{"ToUserName":"gh\\udfff","FromUserName":"o1","MsgType":"text","Content":"x","MsgId":1}', 400),
-    (b'{"FromUserName":"o1","MsgType":"text","Content":"\\ud83d\\ude00","MsgId":2,"CreateTime":1}', 200),  # a pair
+    (b'{"ToUserName":"gh","FromUserName":"o1","MsgType":"text","Content":"\\ud83d\\ude00","MsgId":2,"CreateTime":1}',
+     200),  # a real pair
     (b"<xml>" + b"<a>" * 5000 + b"x" + b"</a>" * 5000 + b"</xml>", 400),  # deep XML nesting
 ])
 async def test_unanswerable_bodies_are_400(bot, body, status, caplog):
@@ -542,8 +543,13 @@ async def test_an_xml_declaration_of_an_encoding_expat_cannot_read_is_400(bot, c
     _xml("<MsgType>event</MsgType><Event>user_enter_tempsession</Event>"),  # an event's dedupe key needs it
     _xml("<CreateTime>abc</CreateTime><MsgType>event</MsgType><Event>user_enter_tempsession</Event>"),
     _xml("<CreateTime>" + "9" * 5000 + "</CreateTime><MsgType>text</MsgType><Content>hi</Content><MsgId>7</MsgId>"),
+    _xml("<CreateTime>1_000</CreateTime><MsgType>event</MsgType><Event>user_enter_tempsession</Event>"),
+    _xml("<CreateTime>١٢</CreateTime><MsgType>event</MsgType><Event>user_enter_tempsession</Event>"),
+    f"<xml><FromUserName>{USER}</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType>"
+    f"<Content>发货</Content><MsgId>15</MsgId></xml>".encode(),
 ], ids=["repeated-Content", "nested-Content", "repeated-MsgId", "repeated-CreateTime", "no-CreateTime",
-        "text-CreateTime", "5000-digit-CreateTime"])
+        "text-CreateTime", "5000-digit-CreateTime", "underscored-CreateTime", "arabic-CreateTime",
+        "no-ToUserName"])
 async def test_fields_that_repeat_hold_elements_or_are_no_number_are_refused(make_bot, fake, caplog, body):
     bot = await make_bot(RULES, templates=TEMPLATES, config="security:\n  max_timestamp_age: 0\n")
     resp = await bot.push(body, content_type="text/xml")

@@ -129,6 +129,7 @@ def _float(fields: Mapping[str, Any], key: str) -> float | None:
 
 
 MAX_DIGITS = 20  # an int64 has 19; Python's int() refuses over 4,300 (ValueError) and is slow long before
+_INTEGER = re.compile(rf"[+-]?[0-9]{{1,{MAX_DIGITS}}}")  # not int()'s "1_000", "١٢" or 5,000 digits
 
 
 def _int(fields: Mapping[str, Any], key: str) -> int | None:
@@ -136,12 +137,7 @@ def _int(fields: Mapping[str, Any], key: str) -> int | None:
     if text is None:
         return None
     text = text.strip()
-    if not (text.isascii() and len(text) <= MAX_DIGITS):  # int() also reads "١٢" and "1_000"
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return None
+    return int(text) if _INTEGER.fullmatch(text) else None
 
 
 # message type -> (class, {attribute: wire key, "float:"/"int:" prefixes convert})
@@ -203,11 +199,13 @@ def _any_message(fields: Mapping[str, Any], push: bool = False) -> Message:
         raise MalformedPush("push has no FromUserName")
     if not msg_type:
         raise MalformedPush("push has no MsgType")
-    create_time = _int(fields, "CreateTime")
-    if create_time is None and push:  # every push has one, and an event's dedupe key is made of it
+    create_time, to_user = _int(fields, "CreateTime"), _text(fields, "ToUserName") or ""
+    if push and create_time is None:  # every push has one, and an event's dedupe key is made of it
         raise MalformedPush("push has no CreateTime (a number of seconds)")
+    if push and not to_user:  # the account: a transfer answer is addressed from it
+        raise MalformedPush("push has no ToUserName")
     common: dict[str, Any] = {
-        "to_user": _text(fields, "ToUserName") or "",
+        "to_user": to_user,
         "from_user": from_user,
         "create_time": create_time or 0,
         "msg_type": msg_type,
@@ -248,7 +246,7 @@ def _plain_text(fields: Mapping[str, Any]) -> TextMessage | None:
         msg_id = str(msg_id)
     if type(create_time) is str and create_time.isdigit() and create_time.isascii() and len(create_time) <= MAX_DIGITS:
         create_time = int(create_time)
-    if (type(from_user) is str and from_user and type(to_user) is str and type(content) is str
+    if (type(from_user) is str and from_user and type(to_user) is str and to_user and type(content) is str
             and type(msg_id) is str and msg_id and type(create_time) is int
             and (menu_id is None or type(menu_id) is str)):
         return TextMessage(to_user=to_user, from_user=from_user, create_time=create_time,
