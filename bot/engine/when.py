@@ -23,7 +23,7 @@ from .conditions import (
     Regex,
     StateIs,
     TimeIs,
-    normalize,
+    fold_value,
 )
 
 TEXT_KEYS = ("keywords", "equals", "prefix", "regex")
@@ -118,13 +118,10 @@ def _one(check: Checker, key: str, value: Any, line: int, where: str, mode: bool
     if values is None:
         return None
     text_mode = mode is not False
-    norm = (lambda v: normalize(v)) if text_mode else (lambda v: v.strip())
+    # folded (case, width), never cut down: `C#` stays `c#`, and is looked for as written
+    norm = fold_value if text_mode else (lambda v: v.strip())
     if key == "keywords":
-        words = tuple(w for w in (norm(v) if text_mode else v for v in values) if w)
-        if len(words) < len(values):
-            check.add(line, f"{what}: a keyword is only punctuation or spaces, which normalised text never "
-                            "contains (use regex, or normalize: false)")
-        return Keywords(words, text_mode)
+        return Keywords(tuple(norm(v) if text_mode else v for v in values), text_mode)
     if key == "equals":
         return Equals(frozenset(norm(v) for v in values), text_mode)
     if key == "prefix":
