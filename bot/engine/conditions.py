@@ -295,7 +295,9 @@ class TimeIs(Condition):
 
 
 def _in_hours(t: time, start: time, end: time) -> bool:
-    if start <= end:
+    if start == end:  # 00:00-24:00, the only range with equal ends that compiles: the whole day
+        return True
+    if start < end:
         return start <= t < end
     return t >= start or t < end  # across midnight
 
