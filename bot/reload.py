@@ -419,7 +419,7 @@ class Reloader:
             new = load_settings(self.config)
         except SourceError:
             return
-        self._watched = replace(self._watched, rules=new.rules, templates=new.templates)
+        self._watched = replace(self._watched, rules=new.rules, templates=new.templates, media=new.media)
 
     @property
     def watched(self) -> Settings:
