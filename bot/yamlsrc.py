@@ -49,6 +49,14 @@ class YamlList(list):
         return self.item_lines[index] if 0 <= index < len(self.item_lines) else self.line
 
 
+class BlockText(str):
+    """Text written as a `|` block: its lines are the file's lines, from the one after the `|` (value_line_of,
+    line_of for a list item). Other text may fold lines (`>`, plain and quoted text over several lines) or hold
+    `\\n` escapes, so its own line breaks say nothing about where in the file something is."""
+
+    __slots__ = ()
+
+
 class _DuplicateKey(yaml.MarkedYAMLError):
     pass
 
@@ -65,7 +73,7 @@ def _construct(loader: _Loader, node: yaml.Node) -> Any:
     """The node's value. Text (most of a rule file) is the node's own string: PyYAML's construct_object would
     return the same after its bookkeeping for anchors and recursion, which text never needs."""
     if node.tag == _STR and type(node) is yaml.ScalarNode:
-        return node.value
+        return BlockText(node.value) if node.style == "|" else node.value
     return loader.construct_object(node, deep=True)
 
 
