@@ -293,6 +293,13 @@ def test_reply_text_is_stripped():
     assert decide(rs, text("a"), NOW).replies == (TextReply("多行\n文本"),)
 
 
+def test_a_template_file_saved_with_a_bom_does_not_send_it():
+    """Windows Notepad's "UTF-8" starts the file with U+FEFF: not part of the reply, nor of an include."""
+    rs = ruleset(one_rule("      equals: [a]\n", "    reply:\n      template: t.j2\n"),
+                 {"t.j2": "\ufeff您好{% include '_foot.j2' %}", "_foot.j2": "\ufeff，请问"})
+    assert decide(rs, text("a"), NOW).replies == (TextReply("您好，请问"),)
+
+
 # ---- transfer --------------------------------------------------------------------------------------------
 
 

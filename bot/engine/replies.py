@@ -63,13 +63,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
 MENU_KEYS = ("head_content", "list", "tail_content")
 
 
+def _without_bom(text: str) -> str:
+    """Windows Notepad saves "UTF-8" with a byte order mark: not part of the template (it would start every
+    reply with an invisible U+FEFF, which str.strip() keeps). YAML skips it by itself."""
+    return text.removeprefix("\ufeff")
+
+
 class ReplyCompiler:
     def __init__(self, templates: Sequence[Any], platform: str, templates_label: str,
                  previous: Mapping[Key, Compiled] | None = None):
         self.platform = platform
         self.templates_label = templates_label
         self.template_keys = {t.key for t in templates}
-        self.loader = CompiledLoader({t.key: t.text for t in templates})
+        self.loader = CompiledLoader({t.key: _without_bom(t.text) for t in templates})
         self.env: SandboxedEnvironment = make_environment(self.loader)
         self.jinja = TemplateCompiler(self.env, previous)
         self.problems: list[Problem] = []
@@ -86,7 +92,7 @@ class ReplyCompiler:
         for source in templates:
             check = Checker(source.name)
             try:
-                template, compiled = self.jinja.compile(source.text, source.key)
+                template, compiled = self.jinja.compile(_without_bom(source.text), source.key)
             except TemplateSyntaxError as exc:
                 check.add(exc.lineno, f"template syntax: {exc.message}")
             else:
