@@ -62,7 +62,19 @@ class _DuplicateKey(yaml.MarkedYAMLError):
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
-    pass
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.merged: dict[yaml.Node, int] = {}  # per flattened mapping node: how many of its pairs are merged
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """PyYAML's, which flattens in place — also the mappings a `<<:` merges, before they are constructed
+        themselves — remembering how many pairs each one got from merges: counting its merge keys afterwards
+        would take the inherited keys for its own, and an overridden one for a duplicate."""
+        if node in self.merged:
+            return
+        own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE)
+        super().flatten_mapping(node)
+        self.merged[node] = len(node.value) - own
 
 
 _STR = "tag:yaml.org,2002:str"
@@ -78,9 +90,8 @@ def _construct(loader: _Loader, node: yaml.Node) -> Any:
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YamlMap:
-    own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE)
     loader.flatten_mapping(node)  # `<<: *anchor` entries become the first pairs; the mapping's own follow
-    merged = len(node.value) - own
+    merged = loader.merged[node]
     result = YamlMap()
     result.line = node.start_mark.line + 1
     inherited: set[Any] = set()  # keys from merges, which the mapping's own keys override (as YAML says)
