@@ -440,6 +440,12 @@ class Reloader:
             self.holder.refuse(tuple(str(p) for p in exc.problems))
             log.error("rules rejected, still serving %s: %s", old.version, "; ".join(self.holder.errors))
             outcome = Outcome(False, old.version, self.holder.errors, self.holder.restart_needed)
+        except Exception as exc:  # a bug, or the disk: refused like a broken edit, not the end of live reload
+            self.refused += 1
+            self.holder.refuse((f"the rules could not be built ({type(exc).__name__}: {exc}); "
+                                "the log has the traceback",))
+            log.exception("reload (%s) failed, still serving %s", reason, old.version)
+            outcome = Outcome(False, old.version, self.holder.errors, self.holder.restart_needed)
         else:
             self.swaps += swapped
             outcome = Outcome(swapped, self.holder.current.version, (), built.restart_needed)

@@ -96,7 +96,10 @@ async def watch(reloader: Reloader, stop: asyncio.Event, ready: asyncio.Event | 
             paths = sorted({Path(p) for _, p in changes if _relevant(reloader, Path(p))})
             if paths or rearm:  # a replaced folder may have changed before the new watch was armed
                 names = ", ".join(p.name for p in paths[:3]) + (" …" if len(paths) > 3 else "")
-                await reloader.request(f"changed: {names or 'folders'}")
+                try:
+                    await reloader.request(f"changed: {names or 'folders'}")
+                except Exception:  # the Reloader reports its own failures; whatever else: keep watching
+                    log.exception("reload after a change failed; still watching")
             if rearm:
                 break  # folders appeared, disappeared or were replaced: watch the new set
 

@@ -230,6 +230,32 @@ async def test_broken_edit_is_refused_reported_and_cleared(live, fake, caplog, c
     assert await reply_to(live, "你好", fake) == "fixed"
 
 
+async def test_a_build_that_crashes_is_refused_and_the_watch_goes_on(live, fake, monkeypatch, caplog):
+    """Not a broken edit but a bug (or the disk) raising something else: logged with its traceback, reported
+    like a refused edit, the old rules keep serving, and the next save is still taken."""
+    import bot.reload
+
+    real = bot.reload.load_steps
+    crashes = []
+
+    def crash_once(*args, **kwargs):
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("boom")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bot.reload, "load_steps", crash_once)
+    v0 = version(live)
+    write(live.dir / "rules" / "10-a.yaml", rules_file(rule("hello", "你好", "v2")))
+    await refused(live)
+    assert "RuntimeError: boom" in live.runtime.rules.errors[0] and version(live) == v0
+    assert any(r.exc_info and "failed, still serving" in r.getMessage() for r in caplog.records)
+    assert await reply_to(live, "你好", fake) == "v1"
+    write(live.dir / "rules" / "10-a.yaml", rules_file(rule("hello", "你好", "v3")))
+    await changed_from(live, v0)
+    assert await reply_to(live, "你好", fake) == "v3"
+
+
 async def test_broken_template_file_is_refused(live, fake):
     v0 = version(live)
     write(live.dir / "templates" / "t.j2", "{% if %}")
