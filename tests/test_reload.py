@@ -256,6 +256,19 @@ async def test_a_build_that_crashes_is_refused_and_the_watch_goes_on(live, fake,
     assert await reply_to(live, "你好", fake) == "v3"
 
 
+def test_a_file_not_in_utf8_names_the_line_of_its_first_bad_byte(tmp_path):
+    from bot.config import load_settings
+    from bot.errors import RulesError
+    from bot.reload import load_ruleset
+
+    config = write_bot(tmp_path, {"a.yaml": rules_file(rule("hello", "你好", "v1"))})
+    (tmp_path / "rules" / "b.yaml").write_bytes(rules_file(rule("bye", "再见", "再见")).encode("gbk"))
+    with pytest.raises(RulesError) as info:
+        load_ruleset(load_settings(config))
+    assert [str(p) for p in info.value.problems] == [
+        "rules/b.yaml:3: file is not UTF-8 text (byte 0xd4 at byte 21 of the line; save it as UTF-8)"]
+
+
 async def test_broken_template_file_is_refused(live, fake):
     v0 = version(live)
     write(live.dir / "templates" / "t.j2", "{% if %}")
