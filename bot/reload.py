@@ -49,10 +49,25 @@ def _read(path: Path, name: str, problems: list[Problem]) -> str | None:
             return None
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        problems.append(Problem(name, None, "file is not UTF-8 text"))
+        problems.append(_not_utf8(path, name))
     except OSError as exc:
         problems.append(Problem(name, None, f"cannot read: {exc.strerror or exc}"))
     return None
+
+
+def _not_utf8(path: Path, name: str) -> Problem:
+    """`file:line: …` at the first byte that is not UTF-8 (a file saved as GBK, say)."""
+    try:
+        data = path.read_bytes()
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)  # in bytes
+        return Problem(name, line, f"file is not UTF-8 text (byte 0x{data[exc.start]:02x} at byte {column} of "
+                                   "the line; save it as UTF-8)")
+    except OSError:
+        pass
+    return Problem(name, None, "file is not UTF-8 text")
 
 
 def _rule_paths(folder: Path) -> list[Path]:
@@ -419,7 +434,7 @@ class Reloader:
             new = load_settings(self.config)
         except SourceError:
             return
-        self._watched = replace(self._watched, rules=new.rules, templates=new.templates)
+        self._watched = replace(self._watched, rules=new.rules, templates=new.templates, media=new.media)
 
     @property
     def watched(self) -> Settings:
@@ -439,6 +454,12 @@ class Reloader:
             self._follow_new_paths()
             self.holder.refuse(tuple(str(p) for p in exc.problems))
             log.error("rules rejected, still serving %s: %s", old.version, "; ".join(self.holder.errors))
+            outcome = Outcome(False, old.version, self.holder.errors, self.holder.restart_needed)
+        except Exception as exc:  # a bug, or the disk: refused like a broken edit, not the end of live reload
+            self.refused += 1
+            self.holder.refuse((f"the rules could not be built ({type(exc).__name__}: {exc}); "
+                                "the log has the traceback",))
+            log.exception("reload (%s) failed, still serving %s", reason, old.version)
             outcome = Outcome(False, old.version, self.holder.errors, self.holder.restart_needed)
         else:
             self.swaps += swapped

@@ -49,12 +49,32 @@ class YamlList(list):
         return self.item_lines[index] if 0 <= index < len(self.item_lines) else self.line
 
 
+class BlockText(str):
+    """Text written as a `|` block: its lines are the file's lines, from the one after the `|` (value_line_of,
+    line_of for a list item). Other text may fold lines (`>`, plain and quoted text over several lines) or hold
+    `\\n` escapes, so its own line breaks say nothing about where in the file something is."""
+
+    __slots__ = ()
+
+
 class _DuplicateKey(yaml.MarkedYAMLError):
     pass
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
-    pass
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.merged: dict[yaml.Node, int] = {}  # per flattened mapping node: how many of its pairs are merged
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """PyYAML's, which flattens in place — also the mappings a `<<:` merges, before they are constructed
+        themselves — remembering how many pairs each one got from merges: counting its merge keys afterwards
+        would take the inherited keys for its own, and an overridden one for a duplicate."""
+        if node in self.merged:
+            return
+        own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE)
+        super().flatten_mapping(node)
+        self.merged[node] = len(node.value) - own
 
 
 _STR = "tag:yaml.org,2002:str"
@@ -65,14 +85,13 @@ def _construct(loader: _Loader, node: yaml.Node) -> Any:
     """The node's value. Text (most of a rule file) is the node's own string: PyYAML's construct_object would
     return the same after its bookkeeping for anchors and recursion, which text never needs."""
     if node.tag == _STR and type(node) is yaml.ScalarNode:
-        return node.value
+        return BlockText(node.value) if node.style == "|" else node.value
     return loader.construct_object(node, deep=True)
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YamlMap:
-    own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE)
     loader.flatten_mapping(node)  # `<<: *anchor` entries become the first pairs; the mapping's own follow
-    merged = len(node.value) - own
+    merged = loader.merged[node]
     result = YamlMap()
     result.line = node.start_mark.line + 1
     inherited: set[Any] = set()  # keys from merges, which the mapping's own keys override (as YAML says)

@@ -103,8 +103,22 @@ BROKEN: list[tuple[str, dict[str, str], dict[str, str], dict[str, Any], str]] = 
      "rules/a.yaml:6: rule 'r1': text uses unknown name 'var' (did you mean 'vars'?)"),
     ("unknown-variable-in-template-file",
      {A: rule("    when:\n      equals: a\n    reply:\n      template: t.j2\n")},
-     {"t.j2": "{{ mesage.content }}"}, {},
-     "templates/t.j2: template uses unknown name 'mesage' (did you mean 'message'?)"),
+     {"t.j2": "您好\n\n{{ mesage.content }}"}, {},
+     "templates/t.j2:3: template uses unknown name 'mesage' (did you mean 'message'?)"),
+    ("unknown-variable-in-block-reply",  # a `|` block's lines are the file's
+     {A: rule("    when:\n      equals: a\n    reply: |\n      您好\n      {{ mesage }}\n")}, {}, {},
+     "rules/a.yaml:7: rule 'r1': reply uses unknown name 'mesage'"),
+    ("syntax-in-block-text",
+     {A: rule("    when:\n      equals: a\n    reply:\n      - text: |\n          您好\n\n          {{ x }\n")}, {}, {},
+     "rules/a.yaml:9: rule 'r1': text: template syntax:"),
+    ("syntax-in-double-quoted-reply",  # \n escapes are not lines of the file: the reply's own line, not rule r2's
+     {A: rule('    when:\n      equals: a\n    reply: "您好\\n请问\\n{{ x }"\n')
+      + "  - name: r2\n    when:\n      equals: b\n    reply: hi\n"}, {}, {},
+     "rules/a.yaml:5: rule 'r1': reply: template syntax:"),
+    ("unknown-variable-in-folded-reply",  # `>` folds the lines into one: the reply's own line
+     {A: rule("    when:\n      equals: a\n    reply: >\n      您好\n\n      请问\n\n      {{ mesage }}\n")
+      + "  - name: r2\n    when:\n      equals: b\n    reply: hi\n"}, {}, {},
+     "rules/a.yaml:6: rule 'r1': reply uses unknown name 'mesage'"),
     ("include-missing-inline",
      {A: rule("    when:\n      equals: a\n    reply: 'hi {% include \"_footer.j2\" %}'\n")},
      {"_footr.j2": "x"}, {},
@@ -113,7 +127,11 @@ BROKEN: list[tuple[str, dict[str, str], dict[str, str], dict[str, Any], str]] = 
     ("include-missing-in-template",
      {A: rule("    when:\n      equals: a\n    reply:\n      template: t.j2\n")},
      {"t.j2": "hi\n{% include 'gone.j2' %}\n"}, {},
-     "templates/t.j2: template includes 'gone.j2', not found in templates/"),
+     "templates/t.j2:2: template includes 'gone.j2', not found in templates/"),
+    ("include-missing-one-of-a-list",
+     {A: rule("    when:\n      equals: a\n    reply:\n      template: t.j2\n")},
+     {"t.j2": "hi\n\n{% include ['a.j2', 'b.j2'] %}\n"}, {},
+     "templates/t.j2:3: template includes 'a.j2' or 'b.j2', not found in templates/"),
     ("duplicate-name",
      {A: rule("    when:\n      equals: a\n    reply: hi\n")
       + "  - name: r1\n    when:\n      equals: b\n    reply: ho\n"}, {}, {},
@@ -465,3 +483,21 @@ def test_names_templates_define_themselves_are_not_unknown(template):
     compile_ruleset([SourceFile("rules/a.yaml", "rules: []\n")],
                     [SourceFile("templates/t.j2", template, "t.j2"),
                      SourceFile("templates/_lib.j2", "{% macro m(x) %}{{ x }}{% endmacro %}", "_lib.j2")])
+
+
+@pytest.mark.parametrize("template,expected", [
+    ("您好{% include 'promo.j2' ignore missing %}", "您好"),
+    ("您好{% include ['promo.j2', '_foot.j2'] %}", "您好——谢谢"),
+])
+def test_an_include_that_may_be_missing_is_not_refused(template, expected):
+    """`ignore missing` says the file may be absent; a list takes the first of its files that exists."""
+    from datetime import datetime
+
+    from bot.engine import decide
+    from bot.protocol.wire import message_from_fields
+
+    rs = compile_({A: rule("    when:\n      equals: [a]\n    reply:\n      template: t.j2\n")},
+                  {"t.j2": template, "_foot.j2": "——谢谢"})
+    message = message_from_fields({"ToUserName": "gh", "FromUserName": "o", "CreateTime": 1, "MsgType": "text",
+                                   "Content": "a", "MsgId": "1"})
+    assert decide(rs, message, datetime(2026, 1, 1)).replies[0].content == expected

@@ -293,6 +293,13 @@ def test_reply_text_is_stripped():
     assert decide(rs, text("a"), NOW).replies == (TextReply("多行\n文本"),)
 
 
+def test_a_template_file_saved_with_a_bom_does_not_send_it():
+    """Windows Notepad's "UTF-8" starts the file with U+FEFF: not part of the reply, nor of an include."""
+    rs = ruleset(one_rule("      equals: [a]\n", "    reply:\n      template: t.j2\n"),
+                 {"t.j2": "\ufeff您好{% include '_foot.j2' %}", "_foot.j2": "\ufeff，请问"})
+    assert decide(rs, text("a"), NOW).replies == (TextReply("您好，请问"),)
+
+
 # ---- transfer --------------------------------------------------------------------------------------------
 
 
@@ -363,6 +370,7 @@ def test_render_error_gives_error_and_no_replies(when, message, transfer):
         "    reply: \"{{ now.strftime(42) }}\"\n",
         "    reply:\n      image: '{{ match.keyword.nope }}'\n",
         "    reply:\n      link:\n        title: t\n        url: '{{ vars.url }}'\n",
+        "    reply: '{{ message.content|truncate(2) }}'\n",  # jinja asserts length >= leeway: AssertionError
     ],
 )
 def test_render_errors_on_a_text_message_transfer(reply):

@@ -104,3 +104,25 @@ async def test_instances_share_the_media_cache(fleet_of, fake, tmp_path):
     await second.drain()
     assert len(fake.calls_to("/cgi-bin/media/upload")) == 1
     assert len({s["image"]["media_id"] for s in fake.sent}) == 1
+
+
+@pytest.mark.parametrize("folder", ["media", "templates"])
+async def test_an_image_replaced_under_the_same_name_is_taken_on_reload(make_bot, fake, tmp_path, folder):
+    """The rule set's version covers the images' contents: a new picture under the old name is a change, not
+    "nothing changed" (which would keep sending the old picture's cached media_id)."""
+    rules = {"a.yaml": "rules:\n  - name: promo\n    when: {equals: [活动]}\n    reply: {image: promo.png}\n"}
+    write_bot(tmp_path, rules)
+    (tmp_path / folder).mkdir(exist_ok=True)
+    (tmp_path / folder / "promo.png").write_bytes(PNG)
+    bot = await make_bot(rules)
+    await bot.push(xml_push(text_fields("活动", msg_id=900)))
+    await bot.drain()
+    v0 = bot.runtime.rules.current.version
+    (tmp_path / folder / "promo.png").write_bytes(PNG + b"\0new")
+    outcome = await bot.runtime.reloader.reload("image replaced")
+    assert outcome.swapped and outcome.version != v0
+    await bot.push(xml_push(text_fields("活动", msg_id=901)))
+    await bot.drain()
+    uploads = fake.calls_to("/cgi-bin/media/upload")
+    assert len(uploads) == 2  # the new picture, uploaded under its own digest
+    assert len({s["image"]["media_id"] for s in fake.sent}) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 
@@ -135,6 +136,58 @@ async def test_folders_that_appear_later(make_bot, fake, tmp_path):
     assert await reply_to(bot, "你好", fake) == "来自模板"
 
 
+async def test_a_rules_folder_replaced_by_another_is_still_watched(live, fake):
+    """`rm -rf rules && mv rules.new rules`: the new folder is read, and edits inside it later are taken too
+    (a watch on the deleted folder would see nothing more)."""
+    rules, staged = live.dir / "rules", live.dir / "rules.new"
+    staged.mkdir()
+    (staged / "10-a.yaml").write_text(rules_file(rule("hello", "你好", "v2")), encoding="utf-8")
+    v0 = version(live)
+    shutil.rmtree(rules)
+    os.rename(staged, rules)
+    await live.runtime.reloader.wait_for(lambda h: h.current.version != v0 and not h.errors)
+    assert await reply_to(live, "你好", fake) == "v2"
+    await asyncio.wait_for(live.runtime.watching.wait(), 10)  # cleared before that reload, set once re-armed
+    v1 = version(live)
+    (rules / "10-a.yaml").write_text(rules_file(rule("hello", "你好", "v3")), encoding="utf-8")
+    await changed_from(live, v1)
+    assert await reply_to(live, "你好", fake) == "v3"
+
+
+async def test_a_templates_folder_replaced_by_another_is_still_watched(make_bot, fake, tmp_path):
+    rules = "rules:\n  - name: t\n    when: {equals: [模板]}\n    reply: {template: t.j2}\n"
+    bot = await make_bot({"a.yaml": rules}, templates={"t.j2": "T1"}, watch=True)
+    await asyncio.wait_for(bot.runtime.watching.wait(), 10)
+    templates, staged = tmp_path / "templates", tmp_path / "templates.new"
+    staged.mkdir()
+    (staged / "t.j2").write_text("T2", encoding="utf-8")
+    v0 = version(bot)
+    shutil.rmtree(templates)
+    os.rename(staged, templates)
+    await bot.runtime.reloader.wait_for(lambda h: h.current.version != v0 and not h.errors)
+    assert await reply_to(bot, "模板", fake) == "T2"
+    await asyncio.wait_for(bot.runtime.watching.wait(), 10)
+    v1 = version(bot)
+    (templates / "t.j2").write_text("T3", encoding="utf-8")
+    await changed_from(bot, v1)
+    assert await reply_to(bot, "模板", fake) == "T3"
+
+
+async def test_adding_a_missing_image_to_the_media_folder_fixes_a_refused_reload(make_bot, fake, tmp_path):
+    """The media folder is watched: a rule that names an image not there yet is refused, and copying the
+    image in is enough."""
+    (tmp_path / "media" / "promo").mkdir(parents=True)
+    bot = await make_bot({"a.yaml": rules_file(rule("hello", "你好", "v1"))}, watch=True)
+    await asyncio.wait_for(bot.runtime.watching.wait(), 10)
+    write(tmp_path / "rules" / "a.yaml", rules_file(rule("hello", "你好", "v1"))
+          + "  - name: promo\n    when: {equals: [活动]}\n    reply: {image: promo/new.png}\n")
+    await refused(bot)
+    assert "promo/new.png" in bot.runtime.rules.errors[0]
+    (tmp_path / "media" / "promo" / "new.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"A" * 64)
+    await bot.runtime.reloader.wait_for(lambda h: not h.errors)
+    assert bot.runtime.rules.current.rule("promo") is not None
+
+
 # ---- broken edits are refused, the old rules keep serving --------------------------------------------
 
 BROKEN = [
@@ -175,6 +228,45 @@ async def test_broken_edit_is_refused_reported_and_cleared(live, fake, caplog, c
     status = await (await live.client.get("/admin/status", headers=AUTH)).json()
     assert status["rules"]["error"] is None
     assert await reply_to(live, "你好", fake) == "fixed"
+
+
+async def test_a_build_that_crashes_is_refused_and_the_watch_goes_on(live, fake, monkeypatch, caplog):
+    """Not a broken edit but a bug (or the disk) raising something else: logged with its traceback, reported
+    like a refused edit, the old rules keep serving, and the next save is still taken."""
+    import bot.reload
+
+    real = bot.reload.load_steps
+    crashes = []
+
+    def crash_once(*args, **kwargs):
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("boom")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bot.reload, "load_steps", crash_once)
+    v0 = version(live)
+    write(live.dir / "rules" / "10-a.yaml", rules_file(rule("hello", "你好", "v2")))
+    await refused(live)
+    assert "RuntimeError: boom" in live.runtime.rules.errors[0] and version(live) == v0
+    assert any(r.exc_info and "failed, still serving" in r.getMessage() for r in caplog.records)
+    assert await reply_to(live, "你好", fake) == "v1"
+    write(live.dir / "rules" / "10-a.yaml", rules_file(rule("hello", "你好", "v3")))
+    await changed_from(live, v0)
+    assert await reply_to(live, "你好", fake) == "v3"
+
+
+def test_a_file_not_in_utf8_names_the_line_of_its_first_bad_byte(tmp_path):
+    from bot.config import load_settings
+    from bot.errors import RulesError
+    from bot.reload import load_ruleset
+
+    config = write_bot(tmp_path, {"a.yaml": rules_file(rule("hello", "你好", "v1"))})
+    (tmp_path / "rules" / "b.yaml").write_bytes(rules_file(rule("bye", "再见", "再见")).encode("gbk"))
+    with pytest.raises(RulesError) as info:
+        load_ruleset(load_settings(config))
+    assert [str(p) for p in info.value.problems] == [
+        "rules/b.yaml:3: file is not UTF-8 text (byte 0xd4 at byte 21 of the line; save it as UTF-8)"]
 
 
 async def test_broken_template_file_is_refused(live, fake):

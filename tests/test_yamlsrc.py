@@ -12,6 +12,8 @@ DOCUMENTS = [
     "h: |\n  line\n  two\ni: >\n  folded\n  text\nj: \"quoted\\ttab\"\nk: ''\nl:\n",
     "base: &b {m: 1, n: 二}\nderived:\n  <<: *b\n  n: 三\n",  # its own key overrides a merged one
     "a: &a {x: 1, y: 1}\nb: &b {y: 2, z: 2}\nc:\n  <<: [*a, *b]\n  z: 3\n",  # the first merge wins, then its own
+    # a merge whose source merges too, and is used again later: its overriding key is not a duplicate
+    "a: &a {k: 1}\nm:\n  <<: &b\n    <<: *a\n    k: 2\n  j: 3\nc: *b\nd:\n  <<: *b\n  k: 5\n",
     "- &a {k: v}\n- *a\n- !!binary aGk=\n- 2026-01-01\n- [nested, [deeper]]\n- {? complex : key}\n",
     "rules:\n  - name: 问候\n    when: {keywords: [你好, 您好]}\n    reply: 您好，{{ vars.shop }}\n",
 ]

@@ -305,7 +305,7 @@ def compile_steps(
         uses_state=any(r.state is not None or _reads_state(r.when) for r in (o[3] for o in ordered))
         or any(f.state is not None or (f.when is not None and _reads_state(f.when)) for f in fallbacks or ()),
         vars=MappingProxyType(dict(vars or {})),
-        version=_version(rule_files, template_files, vars),
+        version=_version(rule_files, template_files, vars, compiler.media),
         files=tuple(f.name for f in rule_files),
         templates=tuple(sorted(compiler.template_keys)),
         compiled=MappingProxyType(compiler.jinja.compiled),
@@ -323,7 +323,9 @@ def _reads_state(condition: Any) -> bool:
 
 
 def _version(rule_files: Sequence[SourceFile], template_files: Sequence[SourceFile],
-             vars: Mapping[str, Any] | None) -> str:
+             vars: Mapping[str, Any] | None, media: Mapping[str, Any] | None = None) -> str:
+    """A digest of everything the rule set is made of: rule files, templates, vars, and the images (by their
+    contents' digest, or why they cannot be sent), so that an image replaced under the same name is a change."""
     digest = hashlib.sha256()
     for kind, files in (("rules", rule_files), ("templates", template_files)):
         for f in files:
@@ -331,4 +333,8 @@ def _version(rule_files: Sequence[SourceFile], template_files: Sequence[SourceFi
                 digest.update(part.encode("utf-8", "surrogatepass"))
                 digest.update(b"\0")
     digest.update(repr(sorted((vars or {}).items(), key=lambda kv: str(kv[0]))).encode("utf-8"))
+    for name, found in sorted((media or {}).items()):
+        for part in ("media", name, getattr(found, "path", ""), getattr(found, "digest", str(found))):
+            digest.update(part.encode("utf-8", "surrogatepass"))
+            digest.update(b"\0")
     return digest.hexdigest()[:10]

@@ -1,7 +1,12 @@
 """The `when:` conditions. Each `test(subject)` returns the captures (a dict) when it holds, else None.
 
-A Subject is computed once per message: the text as sent, the text normalised (NFKC, case-folded, surrounding
-whitespace and punctuation trimmed), and the local time — so that no condition normalises or reads the clock.
+A Subject is computed once per message: the text as sent, the text folded (NFKC, case-folded) and normalised
+(folded, surrounding whitespace and punctuation trimmed), and the local time — so that no condition normalises or
+reads the clock.
+
+Rule values are folded, never trimmed: `C#`, `C++` and `A+` keep their symbols. A value without punctuation at
+its ends is found in the folded text exactly where it is found in the normalised text (the trimmed ends are only
+punctuation), so `keywords` and `prefix` look in the folded text, and `equals` compares with both forms.
 """
 
 from __future__ import annotations
@@ -17,16 +22,38 @@ from ..messages import Message, State
 Captures = dict[str, Any]
 
 
+def fold(text: str) -> str:
+    """Full-width and half-width alike (ＡＢＣ１２３ = abc123), case folded; nothing dropped."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
 def normalize(text: str) -> str:
-    """What operators mean by "the same text": full-width and half-width alike (ＡＢＣ１２３ = abc123), case
-    folded, surrounding spaces and punctuation (？！。… and ASCII alike) dropped."""
-    text = unicodedata.normalize("NFKC", text).casefold()
+    """What operators mean by "the same text": folded, surrounding spaces and punctuation (？！。… and ASCII
+    alike) dropped."""
+    return _trim(fold(text))
+
+
+def _trim(text: str) -> str:
     start, end = 0, len(text)
     while start < end and _trimmable(text[start]):
         start += 1
     while end > start and _trimmable(text[end - 1]):
         end -= 1
     return text[start:end]
+
+
+def fold_value(value: str) -> str:
+    """A keywords/equals/prefix value of a normalised rule: folded like the text, surrounding spaces dropped, its
+    punctuation and symbols kept (`C#` stays `c#`, not `c`)."""
+    return fold(value).strip()
+
+
+def leading_trimmable(text: str) -> int:
+    """How many characters normalize drops from the start of `text` (folded)."""
+    start = 0
+    while start < len(text) and _trimmable(text[start]):
+        start += 1
+    return start
 
 
 def _trimmable(char: str) -> bool:
@@ -39,17 +66,25 @@ def _trimmable(char: str) -> bool:
 class Subject:
     message: Message
     text: str | None  # the message's text as sent (None for messages without text)
-    normalized: str | None
+    normalized: str | None  # folded and trimmed: what `equals` and `normalize: all` regexes see
     now: datetime  # local time, in bot.yaml's timezone
     state: State | None = None  # the user's conversation state
+    folded: str | None = None  # folded, not trimmed: what normalised `keywords` and `prefix` look in
 
     @classmethod
     def of(cls, message: Message, now: datetime, state: State | None = None) -> Subject:
         text = message.text
-        return cls(message, text, normalize(text) if text is not None else None, now, state)
+        if text is None:
+            return cls(message, None, None, now, state)
+        folded = fold(text)
+        return cls(message, text, _trim(folded), now, state, folded)
 
     def text_for(self, normalized: bool) -> str | None:
         return self.normalized if normalized else self.text
+
+    def words_text(self, normalized: bool) -> str | None:
+        """The text `keywords` and `prefix` look in."""
+        return self.folded if normalized else self.text
 
 
 class Condition:
@@ -65,7 +100,7 @@ class Keywords(Condition):
     normalized: bool = True
 
     def test(self, subject: Subject) -> Captures | None:
-        text = subject.text_for(self.normalized)
+        text = subject.words_text(self.normalized)
         if text is None:
             return None
         for word in self.words:
@@ -76,7 +111,8 @@ class Keywords(Condition):
 
 @dataclass(frozen=True, slots=True)
 class Equals(Condition):
-    """The whole text is one of the values."""
+    """The whole text is one of the values. Normalised, a value with punctuation at its ends (`C#`) is compared
+    with the folded text, the others with the normalised text (`人工！` equals `人工`)."""
 
     values: frozenset[str]
     normalized: bool = True
@@ -86,7 +122,13 @@ class Equals(Condition):
         if text is None:
             return None
         text = text.strip()
-        return {"text": text} if text in self.values else None
+        if text in self.values:
+            return {"text": text}
+        if self.normalized:
+            folded = subject.folded.strip()  # type: ignore[union-attr]
+            if folded in self.values:
+                return {"text": folded}
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,25 +139,38 @@ class Prefix(Condition):
     normalized: bool = True
 
     def test(self, subject: Subject) -> Captures | None:
-        text = subject.text_for(self.normalized)
-        if text is None:
+        if not self.normalized:
+            text = subject.text
+            if text is None:
+                return None
+            text = text.lstrip()
+            for prefix in self.prefixes:
+                if text.startswith(prefix):
+                    return {"prefix": prefix, "rest": text[len(prefix):].strip()}
             return None
-        text = text.lstrip()
+        folded = subject.folded
+        if folded is None:
+            return None
+        # the prefix may follow any of the spaces and punctuation normalisation would drop (`？/start` starts
+        # with `/start`), and must follow all of them when it does not itself start with punctuation
+        lead = leading_trimmable(folded)
         for prefix in self.prefixes:
-            if text.startswith(prefix):
-                rest = _rest_after(subject.text or "", prefix) if self.normalized else text[len(prefix):]
-                return {"prefix": prefix, "rest": rest.strip()}
+            if any(folded.startswith(prefix, start) for start in range(lead + 1)):
+                return {"prefix": prefix, "rest": _rest_after(subject.text or "", prefix).strip()}
         return None
 
 
 def _rest_after(original: str, prefix: str) -> str:
-    """What follows `prefix` (normalised) in the original text, in the user's own characters."""
-    start = 0
-    while start < len(original) and _trimmable(original[start]):
-        start += 1
-    for end in range(start + 1, len(original) + 1):
-        if unicodedata.normalize("NFKC", original[start:end]).casefold().startswith(prefix):
-            return original[end:]
+    """What follows `prefix` (folded) in the original text, in the user's own characters."""
+    lead = 0
+    while lead < len(original) and _trimmable(original[lead]):
+        lead += 1
+    # NFKC composes at most four characters into one (α + ̓ + ́ + ͅ → ᾄ): the prefix comes from at most
+    # 4 × len(prefix) characters, which bounds the search in a long run of punctuation
+    for start in range(lead + 1):
+        for end in range(start + 1, min(len(original), start + 4 * len(prefix) + 4) + 1):
+            if fold(original[start:end]).startswith(prefix):
+                return original[end:]
     return ""
 
 
@@ -240,7 +295,9 @@ class TimeIs(Condition):
 
 
 def _in_hours(t: time, start: time, end: time) -> bool:
-    if start <= end:
+    if start == end:  # 00:00-24:00, the only range with equal ends that compiles: the whole day
+        return True
+    if start < end:
         return start <= t < end
     return t >= start or t < end  # across midnight
 

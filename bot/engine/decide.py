@@ -8,8 +8,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from jinja2 import TemplateError
-
 from ..messages import Decision, Message, Reply, State, StateChange, TypingReply
 from .conditions import Subject
 from .render import ReplyTemplate
@@ -75,8 +73,10 @@ def decide(ruleset: RuleSet, message: Message, now: datetime, state: State | Non
     try:
         replies = render_all(action.replies, context)
         change = _state_change(action.state, context)
-    except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError,
-            RecursionError) as exc:
+    except Exception as exc:
+        # a template runs Jinja's filters and tests on values from users: besides TemplateError they raise
+        # whatever their code does (truncate(2): AssertionError; a huge repeat: MemoryError, OverflowError).
+        # Each is the reply failing to render: a transfer, with the error in the Decision
         return Decision(rule=name, replies=(), transfer=not message.is_event, match=captures,
                         version=ruleset.version, error=f"{type(exc).__name__}: {exc}")
     transfer = action.transfer and not message.is_event

@@ -9,8 +9,10 @@ stays the only judge: the index only leaves out rules that cannot match, so the 
 plain loop over every rule finds.
 
 Keys:
-    ("text", normalized, word, at_start)   the word occurs in the text (at its start, after spaces, for `prefix`)
-    ("equals", normalized, value)          the text, stripped, is the value
+    ("text", normalized, word, at_start)   the word occurs in the text — normalised rules: the folded text — (at
+                                           its start, after spaces — and punctuation, normalised — for `prefix`)
+    ("equals", normalized, value)          the text, stripped, is the value (normalised rules: the normalised or
+                                           the folded text)
     ("event", name) ("msgtype", type) ("event_key", key) ("field", attribute, value) ("state", name)
     ("has_text",) ("is_event",)            the message has a text (for `regex`); is an event (`event_key` regex)
 The last two are kept as lists of rules rather than looked up: the rules to try for every text message, for
@@ -41,6 +43,7 @@ from .conditions import (
     Regex,
     StateIs,
     Subject,
+    leading_trimmable,
 )
 
 if TYPE_CHECKING:
@@ -154,9 +157,15 @@ class _Words:
         self.has_prefix = any(at_start)
 
     def hits(self, text: str, found: list[Postings]) -> None:
-        """Add the postings of every word in `text` to `found`. Raises UnicodeEncodeError for a lone surrogate."""
+        """Add the postings of every word in `text` to `found` (the folded text for normalised words, see
+        Prefix). Raises UnicodeEncodeError for a lone surrogate."""
         anywhere, at_start = self.anywhere, self.at_start
-        start = len(text) - len(text.lstrip()) if self.has_prefix else -1
+        if not self.has_prefix:
+            start = -1
+        elif self.normalized:  # a prefix may start anywhere in the punctuation normalisation drops
+            start = leading_trimmable(text)
+        else:
+            start = len(text) - len(text.lstrip())
         for automaton, first in self.automata:
             # overlapping: every occurrence of every word, also a word inside another word
             for word, begin, _ in automaton.find_matches_as_indexes(text, overlapping=True):
@@ -164,7 +173,7 @@ class _Words:
                 postings = anywhere[word]
                 if postings is not None:
                     found.append(postings)
-                if begin == start:
+                if begin <= start:
                     postings = at_start[word]
                     if postings is not None:
                         found.append(postings)
@@ -198,16 +207,20 @@ class RuleIndex:
         cannot be looked up (a lone surrogate in its text): then every rule is a candidate."""
         found: list[Postings] = []
         message = subject.message
-        text, normalized = subject.text, subject.normalized
+        text, normalized, folded = subject.text, subject.normalized, subject.folded
         if text is not None:
             for words in self.words:
-                value = normalized if words.normalized else text
+                value = folded if words.normalized else text
                 try:
                     words.hits(value, found)  # type: ignore[arg-type]
                 except UnicodeEncodeError:
                     return None
             if self.equals_normalized is not None:
                 postings = self.equals_normalized.get(normalized.strip())  # type: ignore[union-attr]
+                if postings is not None:
+                    found.append(postings)
+                as_folded = folded.strip()  # type: ignore[union-attr]
+                postings = self.equals_normalized.get(as_folded) if as_folded != normalized else None
                 if postings is not None:
                     found.append(postings)
             if self.equals_raw is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from jinja2 import TemplateSyntaxError
@@ -22,7 +22,7 @@ from ..messages import (
     VideoReply,
     VoiceReply,
 )
-from ..yamlsrc import Checker, YamlList, YamlMap, did_you_mean, type_name
+from ..yamlsrc import BlockText, Checker, YamlList, YamlMap, did_you_mean, type_name
 from .render import (
     ChoiceTemplate,
     ConstantReply,
@@ -63,13 +63,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
 MENU_KEYS = ("head_content", "list", "tail_content")
 
 
+def _without_bom(text: str) -> str:
+    """Windows Notepad saves "UTF-8" with a byte order mark: not part of the template (it would start every
+    reply with an invisible U+FEFF, which str.strip() keeps). YAML skips it by itself."""
+    return text.removeprefix("\ufeff")
+
+
 class ReplyCompiler:
     def __init__(self, templates: Sequence[Any], platform: str, templates_label: str,
                  previous: Mapping[Key, Compiled] | None = None):
         self.platform = platform
         self.templates_label = templates_label
         self.template_keys = {t.key for t in templates}
-        self.loader = CompiledLoader({t.key: t.text for t in templates})
+        self.loader = CompiledLoader({t.key: _without_bom(t.text) for t in templates})
         self.env: SandboxedEnvironment = make_environment(self.loader)
         self.jinja = TemplateCompiler(self.env, previous)
         self.problems: list[Problem] = []
@@ -86,11 +92,11 @@ class ReplyCompiler:
         for source in templates:
             check = Checker(source.name)
             try:
-                template, compiled = self.jinja.compile(source.text, source.key)
+                template, compiled = self.jinja.compile(_without_bom(source.text), source.key)
             except TemplateSyntaxError as exc:
                 check.add(exc.lineno, f"template syntax: {exc.message}")
             else:
-                self._check_names(check, compiled, 0, "template")
+                self._check_names(check, compiled, lambda n: n, "template")
                 includes[source.key] = compiled.includes
                 self.template_includes[source.key] = compiled.includes
                 self.loader.templates[source.key] = template
@@ -100,16 +106,18 @@ class ReplyCompiler:
             self.problems.append(Problem(names[key], None, "templates include each other in a circle: "
                                                            + " → ".join(cycle)))
 
-    def _check_names(self, check: Checker, compiled: Compiled, line: int, what: str) -> None:
+    def _check_names(self, check: Checker, compiled: Compiled, line_of: Callable[[int], int], what: str) -> None:
+        """Unknown names and missing templates; `line_of` turns a line of the template into a line of the file."""
         for name in sorted(compiled.names):
             if name not in CONTEXT_NAMES and name not in self.env.globals:
-                check.add(line or None, f"{what} uses unknown name '{name}'"
-                                        f"{did_you_mean(name, CONTEXT_NAMES)}; templates see "
-                                        f"{', '.join(CONTEXT_NAMES)}")
-        for ref in sorted(compiled.includes):
-            if ref not in self.template_keys:
-                check.add(line or None, f"{what} includes '{ref}', not found in {self.templates_label}"
-                                        f"{did_you_mean(ref, self.template_keys)}")
+                check.add(line_of(compiled.name_lines.get(name, 1)),
+                          f"{what} uses unknown name '{name}'{did_you_mean(name, CONTEXT_NAMES)}; templates see "
+                          f"{', '.join(CONTEXT_NAMES)}")
+        for refs, ref_line in compiled.required:
+            if not any(ref in self.template_keys for ref in refs):
+                named = " or ".join(f"'{ref}'" for ref in refs)
+                check.add(line_of(ref_line), f"{what} includes {named}, not found in {self.templates_label}"
+                                             f"{did_you_mean(refs[0], self.template_keys)}")
 
     def text(self, check: Checker, value: Any, line: int, what: str) -> Text | None:
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -118,13 +126,19 @@ class ReplyCompiler:
             check.add(line, f"{what} must be text, not {type_name(value)}")
             return None
         if not has_jinja(value):
-            return Text(constant=value)
+            return Text(constant=str(value))
+
+        def line_of(template_line: int) -> int:
+            """A `|` block's lines are the file's; any other text's line breaks are not (folded lines, `\\n`
+            escapes): there, the text's own line."""
+            return line + (template_line or 1) - 1 if isinstance(value, BlockText) else line
+
         try:
-            template, compiled = self.jinja.compile(value)
+            template, compiled = self.jinja.compile(str(value))
         except TemplateSyntaxError as exc:  # also an unknown filter or test (TemplateAssertionError)
-            check.add(line + (exc.lineno or 1) - 1, f"{what}: template syntax: {exc.message}")
+            check.add(line_of(exc.lineno), f"{what}: template syntax: {exc.message}")
             return None
-        self._check_names(check, compiled, line, what)
+        self._check_names(check, compiled, line_of, what)
         self.used_templates.update(compiled.includes)
         return Text(template=template, pieces=compiled.pieces)
 

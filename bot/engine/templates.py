@@ -13,7 +13,7 @@ time, so `{% include %}` at render time neither reads a file nor parses anything
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any
 
@@ -31,6 +31,10 @@ class Compiled:
     names: frozenset[str]  # the names it reads that it does not set itself
     includes: frozenset[str]  # the templates it includes, imports or extends (by literal name)
     pieces: Pieces | None = None  # when it only puts values into text: what to put where (see render.Text)
+    name_lines: Mapping[str, int] = field(default_factory=dict)  # each of `names`: the first line it is on
+    # the templates it cannot do without, with their line: one of the names (`include [a, b]` takes the first
+    # that exists) must be there; `include … ignore missing` needs none
+    required: tuple[tuple[tuple[str, ...], int], ...] = ()
 
 
 # The names every template sees.
@@ -82,11 +86,14 @@ class TemplateCompiler:
             ast = self.env.parse(source, name=name)
             pieces = substitutions(ast)
             lazy = pieces is not None and name is None  # files stay real: `{% include %}` loads them
+            names = _free_names(ast)
             compiled = Compiled(
                 code=None if lazy else self.env.compile(ast, name=name, filename=name),
-                names=_free_names(ast),
+                names=names,
                 includes=frozenset(r for r in meta.find_referenced_templates(ast) if r is not None),
                 pieces=pieces,
+                name_lines=_first_lines(ast, names),
+                required=_required(ast),
             )
         self.compiled[key] = compiled
         template: Template | LazyTemplate
@@ -185,3 +192,28 @@ def _free_names(ast: nodes.Template) -> frozenset[str]:
     for imported in ast.find_all(nodes.FromImport):  # {% from 'x.j2' import a, b as c %}
         stored.update(n if isinstance(n, str) else n[1] for n in imported.names)
     return frozenset(loaded - stored - JINJA_NAMES)
+
+
+def _first_lines(ast: nodes.Template, names: frozenset[str]) -> dict[str, int]:
+    """The line (of the template's source) where each name is first read."""
+    out: dict[str, int] = {}
+    for node in ast.find_all(nodes.Name):
+        if node.name in names and node.ctx == "load":
+            out[node.name] = min(out.get(node.name, node.lineno), node.lineno)
+    return out
+
+
+def _required(ast: nodes.Template) -> tuple[tuple[tuple[str, ...], int], ...]:
+    """The templates named by literal in include, import, from-import and extends, with their line; an
+    `include … ignore missing` requires nothing, a list requires one of its names."""
+    out = []
+    for node in ast.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
+        if isinstance(node, nodes.Include) and node.ignore_missing:
+            continue
+        target = node.template
+        if isinstance(target, nodes.Const) and isinstance(target.value, str):
+            out.append(((target.value,), node.lineno))
+        elif isinstance(target, nodes.List | nodes.Tuple) and target.items and all(
+                isinstance(item, nodes.Const) and isinstance(item.value, str) for item in target.items):
+            out.append((tuple(item.value for item in target.items), node.lineno))  # type: ignore[attr-defined]
+    return tuple(out)

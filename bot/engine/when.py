@@ -7,7 +7,7 @@ import re
 from datetime import date, time
 from typing import Any
 
-from ..yamlsrc import Checker, YamlList, YamlMap, type_name
+from ..yamlsrc import Checker, YamlList, YamlMap, did_you_mean, type_name
 from .conditions import (
     AllOf,
     AnyOf,
@@ -23,7 +23,7 @@ from .conditions import (
     Regex,
     StateIs,
     TimeIs,
-    normalize,
+    fold_value,
 )
 
 TEXT_KEYS = ("keywords", "equals", "prefix", "regex")
@@ -33,6 +33,8 @@ FIELDS = {"session_from": ("session_from", "session_from"), "page": ("page_path"
           "user": ("from_user", "user")}
 TIME_KEYS = ("weekdays", "hours", "dates")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+FULL_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DAY_NAMES = {name: i for names in (WEEKDAYS, FULL_WEEKDAYS) for i, name in enumerate(names)}
 NORMALIZE = (True, False, "all")
 
 
@@ -118,13 +120,10 @@ def _one(check: Checker, key: str, value: Any, line: int, where: str, mode: bool
     if values is None:
         return None
     text_mode = mode is not False
-    norm = (lambda v: normalize(v)) if text_mode else (lambda v: v.strip())
+    # folded (case, width), never cut down: `C#` stays `c#`, and is looked for as written
+    norm = fold_value if text_mode else (lambda v: v.strip())
     if key == "keywords":
-        words = tuple(w for w in (norm(v) if text_mode else v for v in values) if w)
-        if len(words) < len(values):
-            check.add(line, f"{what}: a keyword is only punctuation or spaces, which normalised text never "
-                            "contains (use regex, or normalize: false)")
-        return Keywords(words, text_mode)
+        return Keywords(tuple(norm(v) if text_mode else v for v in values), text_mode)
     if key == "equals":
         return Equals(frozenset(norm(v) for v in values), text_mode)
     if key == "prefix":
@@ -179,14 +178,26 @@ def _list(check: Checker, spec: YamlMap, key: str, what: str) -> list[tuple[str,
 
 
 def _weekdays(check: Checker, item: str, line: int, what: str) -> set[int]:
-    try:
-        first, _, last = item.lower().partition("-")
-        a = WEEKDAYS.index(first.strip()[:3])
-        b = WEEKDAYS.index(last.strip()[:3]) if last else a
-    except ValueError:
-        check.add(line, f"{what}: {item!r} is not a weekday or range ({', '.join(WEEKDAYS)}; e.g. mon-fri)")
-        return set()
-    return {d % 7 for d in range(a, b + 1 if b >= a else b + 8)}
+    """`mon`, `monday`, `mon-fri`, or several of them separated by commas or spaces (`mon,wed,fri`)."""
+    days: set[int] = set()
+    parts = [p for p in re.split(r"[\s,，、;；]+", re.sub(r"\s*-\s*", "-", item.lower())) if p]
+    if not parts:
+        check.add(line, f"{what}: {item!r} names no weekday ({', '.join(WEEKDAYS)}; e.g. mon-fri)")
+    for part in parts:
+        first, dash, last = part.partition("-")
+        a, b = _weekday(first), _weekday(last) if dash else _weekday(first)
+        if a is None or b is None:
+            wrong = first if a is None else last
+            named = f"{item!r}" if len(parts) == 1 else f"{item!r}: {part!r}"
+            check.add(line, f"{what}: {named} is not a weekday or range{did_you_mean(wrong, DAY_NAMES)} "
+                            f"({', '.join(WEEKDAYS)}; e.g. mon-fri, or several: mon,wed,fri)")
+            continue
+        days.update(d % 7 for d in range(a, b + 1 if b >= a else b + 8))
+    return days
+
+
+def _weekday(name: str) -> int | None:
+    return DAY_NAMES.get(name)
 
 
 def _hours(check: Checker, item: str, line: int, what: str) -> tuple[time, time] | None:
@@ -200,6 +211,8 @@ def _hours(check: Checker, item: str, line: int, what: str) -> tuple[time, time]
     except ValueError:
         check.add(line, f"{what}: {item!r} is not an hour range like 09:00-18:00 (22:00-06:00 crosses midnight)")
         return None
+    if (h1, m1, h2, m2) == (0, 0, 24, 0):
+        return start, end  # midnight to midnight: the whole day (see _in_hours), not an empty range
     if start == end:
         check.add(line, f"{what}: {item!r} is an empty hour range")
         return None
