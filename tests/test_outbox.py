@@ -11,11 +11,12 @@ from bot.config import OutboxSettings, Secret, WeChatSettings
 from bot.errors import StoreError
 from bot.messages import TextReply
 from bot.outbox import Outbox, short_user
-from bot.store import MemoryStore
+from bot.store import MemoryStore, open_store
 from bot.wechat_api import SendResult, WeChatAPI
 
 from .conftest import FAST_RETRY
 from .fakewechat import APPID, SECRET, Failure
+from .stores import flush_prefix, redis_url, require_redis
 
 SEND = "/cgi-bin/message/custom/send"
 
@@ -280,3 +281,97 @@ async def test_a_slow_api_holds_a_bounded_number_of_lanes_and_every_reply_still_
     for i in range(300):
         assert [text for user, text in sent if user == f"u{i}"] == [f"r{i}-0", f"r{i}-1"]
     assert not outbox._lanes and not outbox._queued
+
+
+# ---- several instances sharing one store --------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def shared(request, tmp_path):
+    """(store, clock, kind): one store for two Outboxes, as two instances of a fleet share it. The clock
+    drives lease expiry for memory and sqlite; Redis keeps its own."""
+    clock = Clock()
+    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/kefu.db"}.get(request.param)
+    if request.param == "redis":
+        require_redis()
+        url = redis_url()
+    store = open_store(url, clock=clock)
+    await store.open()
+    yield store, clock, request.param
+    await store.close()
+    if request.param == "redis":
+        await flush_prefix(url)
+
+
+def held_sender(log: list[tuple[str, str]], name: str, gate: asyncio.Event | None = None,
+                sending: asyncio.Event | None = None, answers: list[SendResult] | None = None):
+    """A sender for instance `name` that logs (name, text); it waits for `gate` (setting `sending` first) and
+    answers from `answers` while any are left, then ok."""
+
+    async def send(user, reply, send_as=None):
+        if gate is not None and not gate.is_set():
+            if sending is not None:
+                sending.set()
+            await gate.wait()
+        if answers:
+            return answers.pop(0)
+        log.append((name, reply.content))
+        return SendResult(ok=True)
+
+    return send
+
+
+async def test_a_late_retry_of_a_lane_that_lost_its_lease_does_not_send_a_reply_again(shared):
+    """A's send hangs; its lease lapses (its renewals could not reach the store) and B sends the reply. When A's
+    attempt comes back as a transient failure, its retry state must not turn B's sent reply back to pending —
+    A would take the free lane and send it a second time."""
+    store, clock, _ = shared
+    sent: list[tuple[str, str]] = []
+    gate, sending = asyncio.Event(), asyncio.Event()
+    busy = [SendResult(ok=False, errcode=-1, errmsg="system busy")]
+    a = Outbox(store, held_sender(sent, "A", gate, sending, busy), clock=clock, base_delay=0.0)
+    b = Outbox(store, held_sender(sent, "B"), clock=clock)
+    [item] = await a.submit("u", texts(1, "one"), "p")
+    await sending.wait()
+    await store.delete("lane:u")  # A's lease is gone
+    await b.scan()
+    await b.drain()
+    assert (await store.outbox_get(item.id)).status == "sent"
+    gate.set()
+    await a.drain()
+    assert sent == [("B", "one0")]
+    assert (await store.outbox_get(item.id)).status == "sent"
+
+
+async def test_an_unreadable_reply_is_failed_and_the_users_later_replies_still_go(tmp_path):
+    """A reply kind written by a newer kefu (read after a rollback): the lane fails that item, saying why, and
+    sends the user's next reply — instead of dying on it at every scan, blocking the user forever."""
+    import sqlite3
+
+    from bot.store.sqlite import SqliteStore
+
+    path = tmp_path / "kefu.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    bad, good = await store.outbox_add("u", (TextReply("bad"), TextReply("good")), "p", 0.0)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE outbox SET reply = ? WHERE id = ?", ('{"kind": "sticker", "id": 1}', bad.id))
+    db.commit()
+    sent: list[tuple[str, str]] = []
+    outbox = Outbox(store, held_sender(sent, "A"))
+    assert await outbox.scan() == 1
+    await outbox.drain()
+    assert sent == [("A", "good")]
+    assert (await store.outbox_get(good.id)).status == "sent"
+    status, error = db.execute("SELECT status, error FROM outbox WHERE id = ?", (bad.id,)).fetchone()
+    db.close()
+    await store.close()
+    assert (status, error) == ("failed", "could not be read: KeyError: 'sticker'")

@@ -36,7 +36,7 @@ from redis.exceptions import NoScriptError, RedisError
 from ..config import redact_url
 from ..errors import StoreError
 from ..messages import Reply, reply_from_dict, reply_to_dict
-from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status
+from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status, unreadable
 from .memory import KEEP_LOG
 
 TIMEOUT = 2.0  # seconds to connect and to wait for an answer: an unreachable Redis fails fast
@@ -117,10 +117,18 @@ return id and item(ARGV[1], id)"""
 # KEYS: the lane lease, the user's pending list, users, counts[, done's item, done's pending list]. ARGV: item
 # key prefix, owner, lease (ms)[, done's id, user, status, attempts, errcode, error, next_try]. Returns 0
 # (another owner holds the lease), 1 (nothing pending: the lease is released) or the user's oldest item.
+# `done` is written only where a lane that lost its lease cannot undo another's work (see Store.lane_next):
+# never over a sent item; a pending one (to be retried) only over a pending item and only by the holder.
 _LANE_NEXT = _UPDATE_FN + _ITEM_FN + """
-if KEYS[6] then update(KEYS[5], KEYS[6], KEYS[3], KEYS[4], unpack(ARGV, 4, 10)) end
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[2] then return 0 end
+local mine = not holder or holder == ARGV[2]
+if KEYS[6] then
+  local now = redis.call('HGET', KEYS[5], 'status')
+  if now and now ~= 'sent' and (ARGV[6] ~= 'pending' or (now == 'pending' and mine)) then
+    update(KEYS[5], KEYS[6], KEYS[3], KEYS[4], unpack(ARGV, 4, 10))
+  end
+end
+if not mine then return 0 end
 local id = redis.call('LINDEX', KEYS[2], 0)
 local found = id and item(ARGV[1], id)
 if not found then redis.call('DEL', KEYS[1]); return 1 end
@@ -226,6 +234,15 @@ def _item(raw: bytes) -> OutboxItem:
     except (KeyError, TypeError, ValueError) as exc:
         id = raw[1:raw.find(b",")].decode(errors="replace")
         raise StoreError(f"redis: outbox item {id} is malformed ({exc!r})") from exc
+
+
+def _unread_fields(raw: bytes) -> tuple[str, str]:
+    """attempts and errcode of an item _item() could not read, as far as they can be read (else 0, null)."""
+    try:
+        values = json.loads(raw)
+        return str(int(values[7])), _dumps(values[8] if isinstance(values[8], int) else None)
+    except (ValueError, TypeError, IndexError):
+        return "0", "null"
 
 
 def _done_args(item: OutboxItem) -> list[Any]:
@@ -417,10 +434,17 @@ class RedisStore:
         if done is not None:
             keys += [f"{self._items}{done.id}", f"{out}pending:{done.user}"]
             args += _done_args(done)
-        found = await self._run("lane", keys, args)
-        if isinstance(found, int):
-            return found == 1, None
-        return True, _item(found)
+        base = 3  # the args before done's
+        while True:
+            found = await self._run("lane", keys, args)
+            if isinstance(found, int):
+                return found == 1, None
+            try:
+                return True, _item(found)
+            except StoreError as exc:  # a reply this kefu cannot read must not block the user's lane: fail it
+                id = int(found[1:found.find(b",")])  # the lease is ours: the next step writes it back as failed
+                keys[4:] = [f"{self._items}{id}", f"{out}pending:{user}"]
+                args[base:] = [id, user, "failed", *_unread_fields(found), _dumps(unreadable(exc)), "0.0"]
 
     @_guarded
     async def outbox_users(self, limit: int = 1000) -> list[str]:
