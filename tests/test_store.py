@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import urlparse
 
 import pytest
 
@@ -508,3 +509,75 @@ async def test_memory_store_forgets_expired_keys_without_reading_them():
         await store.claim(f"m{i}", 60)
     assert all(not key.startswith("claim:m") or int(key[7:]) >= 1000 for key in store._kv)
     assert len(store._expiry) <= 2 * 1200 + 10
+
+
+class AnswerDropper:
+    """A TCP proxy in front of the test Redis that, once armed, passes the next command containing `marker` on
+    to Redis and then cuts the client's connection in place of the answer: Redis ran it, the client never
+    hears. redis-py's retry (RedisStore.open) then sends it again on a new connection."""
+
+    def __init__(self) -> None:
+        self.marker: bytes | None = None
+        self.dropped = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, client_r, client_w) -> None:
+        host, port = urlparse(REDIS_URL).hostname or "127.0.0.1", urlparse(REDIS_URL).port or 6379
+        up_r, up_w = await asyncio.open_connection(host, port)
+        drop = asyncio.Event()
+
+        async def to_redis():
+            while data := await client_r.read(65536):
+                if self.marker is not None and self.marker in data:
+                    self.marker = None
+                    drop.set()
+                up_w.write(data)
+                await up_w.drain()
+            up_w.close()
+
+        async def to_client():
+            while data := await up_r.read(65536):
+                if drop.is_set():
+                    self.dropped += 1
+                    client_w.transport.abort()
+                    up_w.close()
+                    return
+                client_w.write(data)
+                await client_w.drain()
+            client_w.close()
+
+        await asyncio.gather(to_redis(), to_client(), return_exceptions=True)
+
+
+async def test_redis_a_command_resent_after_a_dropped_connection_adds_no_reply_twice_and_keeps_the_claim():
+    """A connection that drops after Redis ran a batch and before its answers arrive makes redis-py send the
+    batch again. outbox_add must not store the replies twice (the user would get each twice), and claim must
+    not find the push claimed by itself (its replies would never be decided)."""
+    require_redis()
+    url = redis_url()
+    proxy = AnswerDropper()
+    port = await proxy.start()
+    store = open_store(f"redis://127.0.0.1:{port}/0?prefix={url.split('prefix=', 1)[1]}")
+    await store.open()
+    try:
+        await store.outbox_add("warmup", (TextReply("w"),), "p0", 0.0)  # the script is loaded
+        proxy.marker = b"EVALSHA"
+        [item] = await store.outbox_add("u", (TextReply("hello"),), "p1", 1.0)
+        assert proxy.dropped == 1
+        assert [i.reply.content for i in await store.outbox_items(user="u")] == ["hello"]
+        assert await store.outbox_next("u") == item
+        proxy.marker = b"claim:msg:1"
+        assert await store.claim("msg:1", 300) is True
+        assert proxy.dropped == 2
+        assert await store.claim("msg:1", 300) is False  # a true second delivery
+        proxy.marker = b"kv:lock"
+        assert await store.set_if_absent("lock", "owner1", 10) is True
+        assert proxy.dropped == 3 and await store.set_if_absent("lock", "owner2", 10) is False
+    finally:
+        await store.close()
+        proxy.server.close()
+        await flush_prefix(url)
