@@ -3,7 +3,12 @@ owns. The store is the only truth, so a restart (or another instance) carries on
 
 - One lane per user: a user's replies go out one at a time, in order — the second never overtakes the
   first, also while the first waits to be retried. Across instances sharing a store, a lane is held through
-  a lease in the store (`lane:<user>`, renewed while sending), so one instance at a time sends to a user.
+  a lease in the store (`lane:<user>`), so one instance at a time sends to a user. Each step of the lane
+  (Store.lane_next) renews it; a step that takes long — waiting for a send slot, a slow send with the API
+  client's retries, recording the result — has it renewed every `lease / 3` by one timer of the outbox (no
+  task nor store call for a step that is quick). A lane that finds its lease lost does not start a send;
+  a send already under way is recorded all the same, and the store writes only what cannot undo the new
+  holder's work (see Store.lane_next).
 - Lanes run concurrently, at most `concurrency` sends in flight.
 - A send that fails transiently (-1, HTTP 5xx, timeouts, connection errors — after the API client's own
   quick retries) stays pending and is tried again later with exponential backoff and jitter, up to
@@ -12,8 +17,10 @@ owns. The store is the only truth, so a restart (or another instance) carries on
 - A scan every few seconds (and at start) finds pending replies no live lane is sending: those of an
   instance that crashed, once its lease has expired.
 - Exactly once, except: a crash after WeChat accepted a message and before the store marked it sent, or a
-  store outage longer than `lease / 2` at that moment (the lane keeps retrying the mark until then). That
-  reply is sent again by whichever instance recovers the lane, at most `lease` seconds later.
+  store outage at that moment lasting until `lease / 2` after the lease was last renewed (the lane keeps
+  retrying the mark until then, also while the outbox closes), or one that keeps the lease from being
+  renewed for `lease` seconds during a send. That reply is sent again by whichever instance recovers the
+  lane, at most `lease` seconds later.
 - Without credentials nothing is sent: each reply is logged and kept as "unsent" ("not sent: no credentials").
 """
 
@@ -69,6 +76,7 @@ class Stats:
     sent: int = 0
     failed: int = 0
     retried: int = 0
+    renewed: int = 0  # leases renewed during a long step (not counting lane_next's own)
 
 
 class Outbox:
@@ -87,6 +95,12 @@ class Outbox:
         self._limit = Slots(settings.concurrency)
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()  # users whose lane must look once more before it ends
+        # Users whose lane is in a step (sending, or waiting to) → loop time its lease was last confirmed
+        # (asked for, by lane_next or a renewal): the renewal timer renews those older than lease / 3.
+        self._steps: dict[str, float] = {}
+        self._lost: set[str] = set()  # users whose lease a renewal found taken: start no send
+        self._renewer: asyncio.TimerHandle | None = None
+        self._renewing: dict[str, asyncio.Task[None]] = {}
         # Users waiting for a lane, oldest first: at most max_lanes lanes run at once, so that a slow WeChat
         # API (every lane waiting for a send) holds a bounded number of tasks, not one per user with a reply.
         self._queued: dict[str, None] = {}
@@ -157,38 +171,58 @@ class Outbox:
             # find a lane that no longer runs and wait for the next scan
             if self._lanes.get(user) is asyncio.current_task():
                 del self._lanes[user]
+                self._steps.pop(user, None)
+                self._lost.discard(user)
+                self._again.discard(user)  # a lane that ended by an error: the scan takes over
                 self._start_queued()
 
     async def _drain_lane(self, user: str) -> None:
         """Send the user's pending replies in order, one store round trip per step (see Store.lane_next)."""
         lease = self.settings.lease
+        loop_time = asyncio.get_running_loop().time
+        asked = loop_time()
         ok, item = await self.store.lane_next(user, self.owner, lease)
         if not ok:
             return  # another instance sends to this user; the scan looks again later
         while item is not None:
             wait = item.next_try - self.clock()
             if wait > 0 or self._closed:  # backing off: hold the lane (order!), keep the lease alive
+                self._steps.pop(user, None)  # lane_next renews it, at least every lease / 3
                 if self._closed:
                     return  # the lease expires by itself; the next start (or another instance) resumes
                 await asyncio.sleep(min(wait, lease / 3))
+                if self._closed:
+                    return  # as above: renewing the lease now would only keep the next start waiting
+                asked = loop_time()
                 ok, item = await self.store.lane_next(user, self.owner, lease)
             else:
+                self._steps[user] = asked
+                if self._renewer is None:
+                    self._renew_later()
                 done = await self._deliver(item)
-                ok, item = await self._record(user, done)
+                if done is None:
+                    log.warning("outbox: lost the lane of %s while waiting to send; stopping", short_user(user))
+                    return
+                ok, item, asked = await self._record(user, done)
+                if self._lost and ok:
+                    self._lost.discard(user)  # the lease was free again: this step took it
             if not ok:
                 log.warning("outbox: lost the lane of %s (its lease expired); stopping", short_user(user))
                 return
 
-    async def _record(self, user: str, done: OutboxItem) -> tuple[bool, OutboxItem | None]:
-        """Write back what a send did, and step the lane. WeChat has already accepted (or refused) the message:
-        if the store hiccups, keep trying while holding the lane — giving up would send the reply again."""
+    async def _record(self, user: str, done: OutboxItem) -> tuple[bool, OutboxItem | None, float]:
+        """Write back what a send did, and step the lane; also returns when that step was asked for. WeChat has
+        already accepted (or refused) the message: if the store hiccups, keep trying while the lane is surely
+        held — until `lease / 2` after the lease was last renewed, also while closing (close() cancels lanes
+        after its own timeout) — giving up would send the reply again."""
         delay = 0.1
-        deadline = time.monotonic() + self.settings.lease / 2
+        loop_time = asyncio.get_running_loop().time
         while True:
+            asked = loop_time()
             try:
-                return await self.store.lane_next(user, self.owner, self.settings.lease, done)
+                return (*await self.store.lane_next(user, self.owner, self.settings.lease, done), asked)
             except StoreError as exc:
-                if self._closed or time.monotonic() + delay > deadline:
+                if loop_time() + delay > self._steps.get(user, asked) + self.settings.lease / 2:
                     raise
                 log.warning("outbox: recording the %s to %s failed (%s); trying again", done.reply.kind,
                             short_user(user), exc)
@@ -212,11 +246,15 @@ class Outbox:
             else:
                 log.log(level, message, item.reply.kind, user, rid, *args, extra={"fields": fields()})
 
-    async def _deliver(self, item: OutboxItem) -> OutboxItem:
-        """Send one reply; return it as it must be written back (sent, failed, or pending for later)."""
+    async def _deliver(self, item: OutboxItem) -> OutboxItem | None:
+        """Send one reply; return it as it must be written back (sent, failed, or pending for later). None: not
+        sent, the lane's lease was found lost while waiting for a send slot."""
         assert self.sender is not None
         if not self._limit.take_now():
             await self._limit.take()
+            if item.user in self._lost:  # another instance may be sending it now
+                self._limit.give()
+                return None
         started = time.perf_counter()
         try:
             result = await self.sender(item.user, item.reply, item.send_as)
@@ -250,6 +288,44 @@ class Outbox:
         await self._log([LogEntry(self.clock(), item.user, "failed", item.reply.kind, _text(item.reply),
                                   errcode=result.errcode, detail=result.reason)])
         return item.finished("failed", tries, result.errcode, result.reason)
+
+    # ---- lease renewal during long steps -----------------------------------------------------------
+
+    def _renew_later(self) -> None:
+        self._renewer = asyncio.get_running_loop().call_later(self.settings.lease / 6, self._renew_due)
+
+    def _renew_due(self) -> None:
+        """The renewal timer: renew the leases of the lanes whose step has run for lease / 3 since the lease
+        was last confirmed (so each is renewed between lease / 3 and lease / 2 after). It runs while some
+        lane is in a step, and stops when none is (the next step starts it again)."""
+        self._renewer = None
+        if not self._steps:
+            return
+        loop = asyncio.get_running_loop()
+        due = loop.time() - self.settings.lease / 3
+        for user, asked in self._steps.items():
+            if asked <= due and user not in self._renewing and user not in self._lost:
+                self._renewing[user] = loop.create_task(self._renew(user), name="outbox lease")
+        self._renew_later()
+
+    async def _renew(self, user: str) -> None:
+        asked = asyncio.get_running_loop().time()
+        try:
+            held = await self.store.touch_if(f"lane:{user}", self.owner, self.settings.lease)
+        except StoreError as exc:  # tried again at the next tick; _record's deadline counts from the last renewal
+            log.warning("outbox: could not renew the lane of %s (%s)", short_user(user), exc)
+            return
+        finally:
+            self._renewing.pop(user, None)
+        last = self._steps.get(user)
+        if last is None or last > asked:
+            return  # the step ended, or lane_next confirmed the lease since
+        if held:
+            self._steps[user] = asked
+            self.stats.renewed += 1
+        else:
+            self._lost.add(user)
+            log.warning("outbox: lost the lane of %s during a send (its lease expired)", short_user(user))
 
     async def _log(self, entries: list[LogEntry]) -> None:
         if self.conversation is not None:
@@ -318,6 +394,14 @@ class Outbox:
             if still:
                 await asyncio.wait(still)
                 log.warning("outbox closed with %d lane(s) unfinished; their replies stay pending", len(still))
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
+        renewing = set(self._renewing.values())
+        for task in renewing:
+            task.cancel()
+        if renewing:
+            await asyncio.wait(renewing)
 
 
 def _text(reply: Reply) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import pytest
@@ -11,11 +12,12 @@ from bot.config import OutboxSettings, Secret, WeChatSettings
 from bot.errors import StoreError
 from bot.messages import TextReply
 from bot.outbox import Outbox, short_user
-from bot.store import MemoryStore
+from bot.store import MemoryStore, open_store
 from bot.wechat_api import SendResult, WeChatAPI
 
 from .conftest import FAST_RETRY
 from .fakewechat import APPID, SECRET, Failure
+from .stores import flush_prefix, redis_url, require_redis
 
 SEND = "/cgi-bin/message/custom/send"
 
@@ -280,3 +282,280 @@ async def test_a_slow_api_holds_a_bounded_number_of_lanes_and_every_reply_still_
     for i in range(300):
         assert [text for user, text in sent if user == f"u{i}"] == [f"r{i}-0", f"r{i}-1"]
     assert not outbox._lanes and not outbox._queued
+
+
+# ---- several instances sharing one store --------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def shared(request, tmp_path):
+    """(store, clock, kind): one store for two Outboxes, as two instances of a fleet share it. The clock
+    drives lease expiry for memory and sqlite; Redis keeps its own."""
+    clock = Clock()
+    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/kefu.db"}.get(request.param)
+    if request.param == "redis":
+        require_redis()
+        url = redis_url()
+    store = open_store(url, clock=clock)
+    await store.open()
+    yield store, clock, request.param
+    await store.close()
+    if request.param == "redis":
+        await flush_prefix(url)
+
+
+@pytest.fixture
+async def later(shared):
+    """later(s): s seconds pass for the leases and for the outbox's timers. On memory and sqlite at once — the
+    stores' clock and the event loop's clock (its timers) jump together; on Redis, which expires keys on its
+    own clock, truly (the tests give it a lease of 1 s)."""
+    store, clock, kind = shared
+    loop = asyncio.get_running_loop()
+    real, offset = loop.time, [0.0]
+
+    async def later(seconds: float) -> None:
+        if kind == "redis":
+            await asyncio.sleep(seconds)
+        else:
+            clock.now += seconds
+            offset[0] += seconds
+
+    if kind != "redis":
+        loop.time = lambda: real() + offset[0]
+    yield later
+    if kind != "redis":
+        del loop.time
+
+
+async def until(condition, timeout: float = 5.0) -> None:
+    """Wait until `condition()` holds (it changes in other tasks, or on the sqlite store's thread)."""
+    deadline = time.monotonic() + timeout  # not the loop's clock: tests move that
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+def held_sender(log: list[tuple[str, str]], name: str, gate: asyncio.Event | None = None,
+                sending: asyncio.Event | None = None, answers: list[SendResult] | None = None):
+    """A sender for instance `name` that logs (name, text); it waits for `gate` (setting `sending` first) and
+    answers from `answers` while any are left, then ok."""
+
+    async def send(user, reply, send_as=None):
+        if gate is not None and not gate.is_set():
+            if sending is not None:
+                sending.set()
+            await gate.wait()
+        if answers:
+            return answers.pop(0)
+        log.append((name, reply.content))
+        return SendResult(ok=True)
+
+    return send
+
+
+async def test_a_late_retry_of_a_lane_that_lost_its_lease_does_not_send_a_reply_again(shared):
+    """A's send hangs; its lease lapses (its renewals could not reach the store) and B sends the reply. When A's
+    attempt comes back as a transient failure, its retry state must not turn B's sent reply back to pending —
+    A would take the free lane and send it a second time."""
+    store, clock, _ = shared
+    sent: list[tuple[str, str]] = []
+    gate, sending = asyncio.Event(), asyncio.Event()
+    busy = [SendResult(ok=False, errcode=-1, errmsg="system busy")]
+    a = Outbox(store, held_sender(sent, "A", gate, sending, busy), clock=clock, base_delay=0.0)
+    b = Outbox(store, held_sender(sent, "B"), clock=clock)
+    [item] = await a.submit("u", texts(1, "one"), "p")
+    await sending.wait()
+    await store.delete("lane:u")  # A's lease is gone
+    await b.scan()
+    await b.drain()
+    assert (await store.outbox_get(item.id)).status == "sent"
+    gate.set()
+    await a.drain()
+    assert sent == [("B", "one0")]
+    assert (await store.outbox_get(item.id)).status == "sent"
+
+
+async def test_an_unreadable_reply_is_failed_and_the_users_later_replies_still_go(tmp_path):
+    """A reply kind written by a newer kefu (read after a rollback): the lane fails that item, saying why, and
+    sends the user's next reply — instead of dying on it at every scan, blocking the user forever."""
+    import sqlite3
+
+    from bot.store.sqlite import SqliteStore
+
+    path = tmp_path / "kefu.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    bad, good = await store.outbox_add("u", (TextReply("bad"), TextReply("good")), "p", 0.0)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE outbox SET reply = ? WHERE id = ?", ('{"kind": "sticker", "id": 1}', bad.id))
+    db.commit()
+    sent: list[tuple[str, str]] = []
+    outbox = Outbox(store, held_sender(sent, "A"))
+    assert await outbox.scan() == 1
+    await outbox.drain()
+    assert sent == [("A", "good")]
+    assert (await store.outbox_get(good.id)).status == "sent"
+    status, error = db.execute("SELECT status, error FROM outbox WHERE id = ?", (bad.id,)).fetchone()
+    db.close()
+    await store.close()
+    assert (status, error) == ("failed", "could not be read: KeyError: 'sticker'")
+
+
+async def test_a_send_slower_than_the_lease_keeps_it_so_no_other_instance_sends_the_reply_again(shared, later):
+    """A's send takes longer than the lease (WeChat answers late: a timeout, then a retry; with the defaults,
+    up to ~31 s against a 15 s lease). A renews its lease meanwhile, so B's scan finds the lane held: no reply
+    twice, none out of order ("one, two, one")."""
+    store, clock, kind = shared
+    lease = 1 if kind == "redis" else 15
+    sent: list[tuple[str, str]] = []
+    gate, sending = asyncio.Event(), asyncio.Event()
+    a = Outbox(store, held_sender(sent, "A", gate, sending), OutboxSettings(lease=lease), clock=clock)
+    b = Outbox(store, held_sender(sent, "B"), OutboxSettings(lease=lease), clock=clock)
+    await a.submit("u", (TextReply("one"), TextReply("two")), "p")
+    await sending.wait()
+    for n in range(1, 5):  # twice the lease, a renewal at a time
+        await later(lease / 2)
+        await until(lambda n=n: a.stats.renewed >= n)
+    assert await b.scan() == 1
+    await b.drain()
+    assert sent == []  # B found the lane held
+    gate.set()
+    await a.drain()
+    assert sent == [("A", "one"), ("A", "two")]
+    assert await store.get("lane:u") is None  # released at the end, as before
+
+
+async def test_waiting_for_a_send_slot_longer_than_the_lease_keeps_it_too(shared, later):
+    """The same without a slow send to this user: u's lane holds its lease while it waits for a send slot
+    (outbox.concurrency, shared by every user), taken by another user's slow send."""
+    store, clock, kind = shared
+    lease = 1 if kind == "redis" else 15
+    sent: list[tuple[str, str]] = []
+    gate, sending = asyncio.Event(), asyncio.Event()
+    slow = held_sender(sent, "A", gate, sending)
+
+    async def a_send(user, reply, send_as=None):
+        return await (slow if user == "busy" else held_sender(sent, "A"))(user, reply, send_as)
+
+    a = Outbox(store, a_send, OutboxSettings(concurrency=1, lease=lease), clock=clock)
+    b = Outbox(store, held_sender(sent, "B"), OutboxSettings(lease=lease), clock=clock)
+    await a.submit("busy", texts(1, "slow"), "p0")
+    await sending.wait()
+    await a.submit("u", texts(1, "one"), "p1")
+    await until(lambda: len(a._limit._waiters) == 1)  # u's lane holds its lease and waits for the slot
+    for n in range(1, 5):
+        await later(lease / 2)
+        await until(lambda n=n: a.stats.renewed >= 2 * n)  # both lanes' leases
+    await b.scan()
+    await b.drain()
+    gate.set()
+    await a.drain()
+    assert sorted(sent) == [("A", "one0"), ("A", "slow0")]
+
+
+async def test_a_lane_that_finds_its_lease_taken_while_waiting_for_a_slot_does_not_send(shared, later):
+    """If a renewal finds the lease gone (the store was out of reach longer than the lease, and another
+    instance took the lane), the lane starts no send: the other instance may be sending that reply."""
+    store, clock, kind = shared
+    lease = 1 if kind == "redis" else 15
+    sent: list[tuple[str, str]] = []
+    gate, sending = asyncio.Event(), asyncio.Event()
+    slow = held_sender(sent, "A", gate, sending)
+
+    async def a_send(user, reply, send_as=None):
+        return await (slow if user == "busy" else held_sender(sent, "A"))(user, reply, send_as)
+
+    a = Outbox(store, a_send, OutboxSettings(concurrency=1, lease=lease), clock=clock)
+    await a.submit("busy", texts(1, "slow"), "p0")
+    await sending.wait()
+    [item] = await a.submit("u", texts(1, "one"), "p1")
+    await until(lambda: len(a._limit._waiters) == 1)
+    await store.set("lane:u", "B", 60)  # B has it
+    await later(lease / 2)
+    await until(lambda: "u" in a._lost)
+    gate.set()
+    await a.drain()
+    assert sent == [("A", "slow0")]
+    assert (await store.outbox_get(item.id)).status == "pending"  # for B
+    assert await store.get("lane:u") == "B"
+
+
+async def test_a_store_hiccup_while_closing_does_not_send_an_accepted_reply_again():
+    """During a graceful close (a rolling deploy), a reply WeChat has accepted is still marked sent through a
+    store hiccup: the lane keeps trying within its deadline, as it does while running."""
+    clock = Clock()
+
+    class FlakyStore(MemoryStore):
+        failures = 1
+
+        async def outbox_update(self, item):
+            if self.failures and item.status == "sent":
+                self.failures -= 1
+                raise StoreError("database is locked")
+            await super().outbox_update(item)
+
+    store = FlakyStore(clock)
+    sent: list[tuple[str, str]] = []
+    gate, sending = asyncio.Event(), asyncio.Event()
+    first = Outbox(store, held_sender(sent, "first", gate, sending), clock=clock)
+    await first.submit("u", texts(1, "x"), "p")
+    await sending.wait()
+    closing = asyncio.create_task(first.close(timeout=5))
+    await asyncio.sleep(0)  # close() has begun
+    gate.set()  # WeChat accepts "x"; marking it sent fails once
+    await closing
+    assert store.failures == 0
+    clock.now += 16  # the next start, once the lease has expired
+    second = Outbox(store, held_sender(sent, "second"), clock=clock)
+    await second.scan()
+    await second.drain()
+    assert sent == [("first", "x0")]
+
+
+async def test_a_lane_backing_off_when_the_outbox_closes_does_not_renew_its_lease():
+    """A lane that wakes from its backoff after close() ends without another store step: renewing the lease
+    then would only keep the next start (or another instance) waiting for it."""
+
+    class CountingStore(MemoryStore):
+        steps = 0
+
+        async def lane_next(self, *args, **kw):
+            self.steps += 1
+            return await super().lane_next(*args, **kw)
+
+    store = CountingStore()
+    sent: list[tuple[str, str]] = []
+    failed = asyncio.Event()
+
+    async def sender(user, reply, send_as=None):
+        failed.set()
+        return SendResult(ok=False, errcode=-1, errmsg="system busy")
+
+    outbox = Outbox(store, sender, base_delay=0.001)
+    await outbox.submit("u", texts(1, "x"), "p")
+    await failed.wait()  # the lane has recorded the failure and sleeps (the memory store never suspends)
+    steps = store.steps
+    await outbox.close()
+    assert store.steps == steps and not sent
+    assert (await store.outbox_next("u")).attempts == 1
+
+
+async def test_a_lane_that_ends_by_an_error_forgets_the_user():
+    class DownStore(MemoryStore):
+        async def lane_next(self, *args, **kw):
+            outbox.kick("u")  # a reply arrives while the lane steps
+            raise StoreError("down")
+
+    store = DownStore()
+    outbox = Outbox(store, held_sender([], "A"))
+    await outbox.submit("u", texts(1, "x"), "p")
+    await outbox.drain()
+    assert not outbox._lanes and not outbox._again and not outbox._steps

@@ -44,6 +44,12 @@ class OutboxItem:
                           self.attempts + attempts, errcode, error, self.next_try)  # replace() is 5× slower
 
 
+def unreadable(exc: BaseException) -> str:
+    """The error of an item marked failed because the store could not read it (see Store.lane_next)."""
+    cause = exc.__cause__ or exc
+    return f"could not be read: {type(cause).__name__}: {cause}"[:500]
+
+
 LogKind = Literal["push", "sent", "failed", "transfer", "unsent"]
 
 
@@ -132,8 +138,19 @@ class Store(Protocol):
         `owner` holds the lane lease of `user` (key `lane:<user>` in the key-value space: take it when free
         or expired, refresh it to `lease` seconds when it is already `owner`'s); then return (True, the
         user's oldest pending item) — and when there is none, release the lease, so that a reply added
-        after this step starts a new lane. (False, None) when another owner holds the lease (`done` is
-        still written)."""
+        after this step starts a new lane. (False, None) when another owner holds the lease.
+
+        `done` may come from a lane that lost its lease during the send (another owner may have sent the
+        item meanwhile), so it is written only where it cannot undo someone else's work:
+        - never over an item that is `sent` (WeChat has it; nothing the lane learnt later changes that);
+        - a finished `done` (sent, failed) otherwise always: it is what happened, whoever holds the lease;
+        - a `pending` one (a transient failure, to be tried again) only over an item still pending, and not
+          while another owner holds the lease — a finished item never goes back to pending here (only
+          outbox_retry of a failed one does that).
+
+        A pending item the store cannot read (a reply kind from a newer kefu, a damaged row) is marked failed
+        in the same step, its error saying it could not be read and why, and the step goes on to the next
+        one: an unreadable item must not block every later reply to its user."""
         ...
 
     async def outbox_users(self, limit: int = 1000) -> list[str]:

@@ -164,10 +164,13 @@ class MemoryStore:
 
     async def lane_next(self, user: str, owner: str, lease: float,
                         done: OutboxItem | None = None) -> tuple[bool, OutboxItem | None]:
-        if done is not None:
-            await self.outbox_update(done)
         key = f"lane:{user}"
         holder = self._live(key)
+        if done is not None:  # what a lane that lost its lease may still write: see Store.lane_next
+            old = self._items.get(done.id)
+            if old is not None and old.status != "sent" and (done.status != "pending" or (
+                    old.status == "pending" and (holder is None or holder == owner))):
+                await self.outbox_update(done)
         if holder is not None and holder != owner:
             return False, None
         ids = self._pending.get(user)

@@ -4,7 +4,8 @@ Every key starts with the prefix, so several bots can share one Redis:
 - `claim:K`, `answer:K`, `kv:K` — dedupe claims, kept answers and the key-value space, expired by Redis;
 - `outbox:seq` (the id counter), `outbox:item:ID` (a hash per item), `outbox:pending:USER` (a list of the
   user's pending ids, oldest first), `outbox:users` (users with pending items, scored by their oldest
-  pending id), `outbox:ids` (every id, scored by itself) and `outbox:counts` (items per status);
+  pending id), `outbox:ids` (every id, scored by itself), `outbox:counts` (items per status) and
+  `outbox:added:LEN:USER:PUSH` (the first id a push's replies got, kept ADDED_TTL);
 - `log` (the conversation log, scored by ts) and `log:seq` (keeps equal entries apart);
 - `hits:total` and `hits:last` (rule → hits ever, rule → epoch of the latest) and `hits:day:YYYY-MM-DD`
   (rule → hits that local day, expiring after HIT_DAY_TTL).
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import fields
@@ -36,7 +39,7 @@ from redis.exceptions import NoScriptError, RedisError
 from ..config import redact_url
 from ..errors import StoreError
 from ..messages import Reply, reply_from_dict, reply_to_dict
-from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status
+from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status, unreadable
 from .memory import KEEP_LOG
 
 TIMEOUT = 2.0  # seconds to connect and to wait for an answer: an unreachable Redis fails fast
@@ -45,29 +48,36 @@ HEALTH_CHECK = 30  # seconds a pooled connection may sit idle before it is pinge
 SCAN = 500  # ids or log entries read per round trip when scanning
 BATCH = 128  # at most this many commands per automatic pipeline
 HIT_DAY_TTL = 8 * 86400  # seconds a day's hit counts are kept (only "today" is asked for)
+ADDED_TTL = 300.0  # seconds a push's outbox_add is remembered (as long as server.DEDUPE_TTL keeps its answer)
 
 P = ParamSpec("P")
+Command = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]  # args, parse options, the caller's answer
 T = TypeVar("T")
 
 # Compare-and-set on a lock. KEYS: the lock. ARGV: the owner's value (and for touch_if the ttl in ms).
 _TOUCH_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 _DELETE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
-# KEYS: seq, the user's pending list, users, ids, counts. ARGV: item key prefix, user, then the hash's
-# user, push, created_at and send_as (JSON), then one reply (JSON) per item. Returns the first id.
+# KEYS: seq, the user's pending list, users, ids, counts, the push's `added` key. ARGV: item key prefix, user,
+# then the hash's user, push, created_at and send_as (JSON), how long to remember the push (ms), then one reply
+# (JSON) per item. Returns the first id. Once per push: a push already added (a pipeline redis-py sent again
+# after its connection dropped, see RedisStore.open) gets the first id it got then, and nothing is added.
 _OUTBOX_ADD = """
-local n = #ARGV - 6
+local seen = redis.call('GET', KEYS[6])
+if seen then return tonumber(seen) end
+local n = #ARGV - 7
 local first = redis.call('INCRBY', KEYS[1], n) - n + 1
 for i = 1, n do
   local id = first + i - 1
   redis.call('HSET', ARGV[1] .. id, 'user', ARGV[3], 'push', ARGV[4], 'created_at', ARGV[5], 'send_as', ARGV[6],
-             'reply', ARGV[6 + i], 'status', 'pending', 'attempts', '0', 'errcode', 'null', 'error', 'null',
+             'reply', ARGV[7 + i], 'status', 'pending', 'attempts', '0', 'errcode', 'null', 'error', 'null',
              'next_try', '0.0')
   redis.call('RPUSH', KEYS[2], id)
   redis.call('ZADD', KEYS[4], id, id)
 end
 redis.call('ZADD', KEYS[3], 'NX', first, ARGV[2])
 redis.call('HINCRBY', KEYS[5], 'pending', n)
+redis.call('SET', KEYS[6], first, 'PX', ARGV[7])
 return first"""
 
 # Lua functions shared by several scripts (prepended to them; keys come from the scripts' KEYS).
@@ -117,10 +127,18 @@ return id and item(ARGV[1], id)"""
 # KEYS: the lane lease, the user's pending list, users, counts[, done's item, done's pending list]. ARGV: item
 # key prefix, owner, lease (ms)[, done's id, user, status, attempts, errcode, error, next_try]. Returns 0
 # (another owner holds the lease), 1 (nothing pending: the lease is released) or the user's oldest item.
+# `done` is written only where a lane that lost its lease cannot undo another's work (see Store.lane_next):
+# never over a sent item; a pending one (to be retried) only over a pending item and only by the holder.
 _LANE_NEXT = _UPDATE_FN + _ITEM_FN + """
-if KEYS[6] then update(KEYS[5], KEYS[6], KEYS[3], KEYS[4], unpack(ARGV, 4, 10)) end
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[2] then return 0 end
+local mine = not holder or holder == ARGV[2]
+if KEYS[6] then
+  local now = redis.call('HGET', KEYS[5], 'status')
+  if now and now ~= 'sent' and (ARGV[6] ~= 'pending' or (now == 'pending' and mine)) then
+    update(KEYS[5], KEYS[6], KEYS[3], KEYS[4], unpack(ARGV, 4, 10))
+  end
+end
+if not mine then return 0 end
 local id = redis.call('LINDEX', KEYS[2], 0)
 local found = id and item(ARGV[1], id)
 if not found then redis.call('DEL', KEYS[1]); return 1 end
@@ -228,6 +246,15 @@ def _item(raw: bytes) -> OutboxItem:
         raise StoreError(f"redis: outbox item {id} is malformed ({exc!r})") from exc
 
 
+def _unread_fields(raw: bytes) -> tuple[str, str]:
+    """attempts and errcode of an item _item() could not read, as far as they can be read (else 0, null)."""
+    try:
+        values = json.loads(raw)
+        return str(int(values[7])), _dumps(values[8] if isinstance(values[8], int) else None)
+    except (ValueError, TypeError, IndexError):
+        return "0", "null"
+
+
 def _done_args(item: OutboxItem) -> list[Any]:
     """What update() needs to write back an item (after its keys)."""
     return [item.id, item.user, item.status, item.attempts, _dumps(item.errcode), _dumps(item.error),
@@ -244,8 +271,9 @@ class RedisStore:
         self._clock = clock  # unused: Redis expires keys on its own clock; kept for the common signature
         self._client: aioredis.Redis | None = None
         self._kv, self._out, self._items = f"{prefix}kv:", f"{prefix}outbox:", f"{prefix}outbox:item:"
-        self._open: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] | None = None  # the batch being filled
+        self._open: list[Command] | None = None  # the batch being filled
         self._batches: set[asyncio.Task[None]] = set()
+        self._token, self._claims = f"{secrets.token_hex(6)}:", itertools.count()
 
     def __repr__(self) -> str:
         return f"RedisStore({redact_url(self.url)!r}, prefix={self.prefix!r})"
@@ -258,7 +286,16 @@ class RedisStore:
             pool = aioredis.BlockingConnectionPool.from_url(
                 self.url, max_connections=POOL_SIZE, timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
                 socket_timeout=TIMEOUT, health_check_interval=HEALTH_CHECK,
-                # a dropped pooled connection is retried once; a timeout is not (the command may have run)
+                # A dropped pooled connection is retried once; a timeout is not (the command may have run).
+                # But a connection can also drop after Redis ran the commands and before their answers
+                # arrived: then the whole batch (see _cmd) runs twice. So what a retry must not repeat is made
+                # idempotent: outbox_add once per push (its script remembers the push), claim and
+                # set_if_absent by their value (SET NX GET: finding its own value, the caller had set it).
+                # lane_next, outbox_update, touch_if and the other SETs, GETs and reads are idempotent as they
+                # are. What still repeats is harmless: log_add writes its entries twice (the log is for
+                # reading), hits_add counts twice, delete_if, outbox_drop and outbox_retry answer False the
+                # second time (the lock is released, the item dropped or retried all the same) and
+                # outbox_purge under-counts.
                 retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
             self._client = aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
         except ValueError as exc:
@@ -287,7 +324,8 @@ class RedisStore:
     # one pipeline (not a transaction) on one pooled connection, and each caller gets its own reply or error.
     # Under load a command costs a fraction of a round trip; alone, it goes as it is (a tick later).
 
-    async def _cmd(self, *args: Any) -> Any:
+    async def _cmd(self, *args: Any, **options: Any) -> Any:
+        """One command, sent in the batch of this tick; `options` go to redis-py's parsing of the answer."""
         future = asyncio.get_running_loop().create_future()
         batch = self._open
         if batch is None or len(batch) >= BATCH:  # a new batch, sent by a task once this tick is over
@@ -295,34 +333,34 @@ class RedisStore:
             task = future.get_loop().create_task(self._send(batch))
             self._batches.add(task)
             task.add_done_callback(functools.partial(self._sent, batch))
-        batch.append((args, future))
+        batch.append((args, options, future))
         return await future
 
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[Command]) -> None:
         if self._open is batch:
             self._open = None  # from now on commands go in a new batch
-        batch = [(args, future) for args, future in batch if not future.done()]  # done: its caller was cancelled
+        batch = [command for command in batch if not command[2].done()]  # done: its caller was cancelled
         if not batch:
             return
         try:
             if len(batch) == 1:
-                replies = [await self._redis.execute_command(*batch[0][0])]
+                replies = [await self._redis.execute_command(*batch[0][0], **batch[0][1])]
             else:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for args, _ in batch:
-                        pipe.execute_command(*args)
+                    for args, options, _ in batch:
+                        pipe.execute_command(*args, **options)
                     replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # the connection failed (or the store was closed): every caller hears of it
             replies = [exc] * len(batch)
-        for (_, future), reply in zip(batch, replies, strict=True):
+        for (_, _, future), reply in zip(batch, replies, strict=True):
             if not future.done():
                 (future.set_exception if isinstance(reply, Exception) else future.set_result)(reply)
 
-    def _sent(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], task: asyncio.Task[None]) -> None:
+    def _sent(self, batch: list[Command], task: asyncio.Task[None]) -> None:
         self._batches.discard(task)
         if self._open is batch:  # cancelled before it ran (the loop is closing)
             self._open = None
-        for _, future in batch:  # cancelled while it ran
+        for _, _, future in batch:  # cancelled while it ran
             future.cancel()
 
     async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
@@ -337,7 +375,9 @@ class RedisStore:
 
     @_guarded
     async def claim(self, key: str, ttl: float) -> bool:
-        return bool(await self._cmd("SET", f"{self.prefix}claim:{key}", b"1", "PX", _ms(ttl), "NX"))
+        token = f"{self._token}{next(self._claims)}".encode()  # ours alone: see the retry in open()
+        held = await self._cmd("SET", f"{self.prefix}claim:{key}", token, "PX", _ms(ttl), "NX", "GET", get=True)
+        return held is None or held == token
 
     @_guarded
     async def put_answer(self, key: str, answer: bytes, ttl: float) -> None:
@@ -371,7 +411,8 @@ class RedisStore:
 
     @_guarded
     async def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
-        return bool(await self._cmd("SET", self._kv + key, _b(value), "PX", _ms(ttl), "NX"))
+        held = await self._cmd("SET", self._kv + key, _b(value), "PX", _ms(ttl), "NX", "GET", get=True)
+        return held is None or held == _b(value)  # its own value: a retry of this call (see open()) had set it
 
     @_guarded
     async def touch_if(self, key: str, value: str, ttl: float) -> bool:
@@ -391,8 +432,9 @@ class RedisStore:
             return []
         created, out = float(now), self._out
         first = int(await self._run(
-            "add", [f"{out}seq", f"{out}pending:{user}", f"{out}users", f"{out}ids", f"{out}counts"],
-            [self._items, user, _dumps(user), _dumps(push), _dumps(created), _dumps(send_as),
+            "add", [f"{out}seq", f"{out}pending:{user}", f"{out}users", f"{out}ids", f"{out}counts",
+                    f"{out}added:{len(user)}:{user}:{push}"],
+            [self._items, user, _dumps(user), _dumps(push), _dumps(created), _dumps(send_as), _ms(ADDED_TTL),
              *[_dumps(reply_to_dict(r)) for r in replies]]))
         return [OutboxItem(id=first + i, user=user, reply=r, push=push, created_at=created, send_as=send_as)
                 for i, r in enumerate(replies)]  # the items as stored: built here, not read back
@@ -417,10 +459,17 @@ class RedisStore:
         if done is not None:
             keys += [f"{self._items}{done.id}", f"{out}pending:{done.user}"]
             args += _done_args(done)
-        found = await self._run("lane", keys, args)
-        if isinstance(found, int):
-            return found == 1, None
-        return True, _item(found)
+        base = 3  # the args before done's
+        while True:
+            found = await self._run("lane", keys, args)
+            if isinstance(found, int):
+                return found == 1, None
+            try:
+                return True, _item(found)
+            except StoreError as exc:  # a reply this kefu cannot read must not block the user's lane: fail it
+                id = int(found[1:found.find(b",")])  # the lease is ours: the next step writes it back as failed
+                keys[4:] = [f"{self._items}{id}", f"{out}pending:{user}"]
+                args[base:] = [id, user, "failed", *_unread_fields(found), _dumps(unreadable(exc)), "0.0"]
 
     @_guarded
     async def outbox_users(self, limit: int = 1000) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from ..errors import StoreError
 from ..messages import Reply, reply_from_dict, reply_to_dict
-from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status
+from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status, unreadable
 
 SCHEMA_VERSION = 2  # PRAGMA user_version: raise it (and add the steps to MIGRATIONS) when the schema changes
 BUSY_TIMEOUT_MS = 5000
@@ -291,21 +291,28 @@ class SqliteStore:
                         done: OutboxItem | None = None) -> tuple[bool, OutboxItem | None]:
         key, now = f"lane:{user}", self._clock()
 
-        def step(db: sqlite3.Connection) -> tuple[bool, Any]:  # one savepoint under the write lock: atomic
-            if done is not None:
-                db.execute(UPDATE_ITEM, _update_params(done))
+        def step(db: sqlite3.Connection) -> tuple[bool, OutboxItem | None]:  # one savepoint under the write lock
             holder = db.execute(f"SELECT value FROM kv WHERE key = ? AND {LIVE}", (key, now)).fetchone()
-            if holder is not None and holder[0] != owner:
+            mine = holder is None or holder[0] == owner
+            if done is not None:  # what a lane that lost its lease may still write: see Store.lane_next
+                if done.status != "pending":
+                    db.execute(UPDATE_ITEM + " AND status != 'sent'", _update_params(done))
+                elif mine:
+                    db.execute(UPDATE_ITEM + " AND status = 'pending'", _update_params(done))
+            if not mine:
                 return False, None
-            row = db.execute(NEXT_ITEM, (user,)).fetchone()
-            if row is None:  # the lane is done: a reply added from now on starts a new one
-                db.execute("DELETE FROM kv WHERE key = ?", (key,))
-            else:
+            while (row := db.execute(NEXT_ITEM, (user,)).fetchone()) is not None:
+                try:
+                    item = _item(row)
+                except StoreError as exc:  # a reply this kefu cannot read must not block the user's lane
+                    db.execute("UPDATE outbox SET status = 'failed', error = ? WHERE id = ?", (unreadable(exc), row[0]))
+                    continue
                 db.execute(SET_KV, (key, owner, now + lease))
-            return True, row
+                return True, item
+            db.execute("DELETE FROM kv WHERE key = ?", (key,))  # the lane is done: a new reply starts a new one
+            return True, None
 
-        ok, row = await self._call("lane_next", step)
-        return ok, _item(row) if row is not None else None
+        return await self._call("lane_next", step)
 
     async def outbox_users(self, limit: int = 1000) -> list[str]:
         rows = await self._fetch("outbox_users", "SELECT user FROM outbox WHERE status = 'pending' "
