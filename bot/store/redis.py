@@ -51,12 +51,18 @@ HIT_DAY_TTL = 8 * 86400  # seconds a day's hit counts are kept (only "today" is 
 ADDED_TTL = 300.0  # seconds a push's outbox_add is remembered (as long as server.DEDUPE_TTL keeps its answer)
 
 P = ParamSpec("P")
-Command = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]  # args, parse options, the caller's answer
+Command = tuple[tuple[Any, ...], "asyncio.Future[Any]"]  # a command's arguments, and where its answer goes
 T = TypeVar("T")
 
 # Compare-and-set on a lock. KEYS: the lock. ARGV: the owner's value (and for touch_if the ttl in ms).
 _TOUCH_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 _DELETE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# Set if absent, answering the value found (false: none, it is set now). SET … NX GET does this from Redis 7.0
+# on; the script does it on the Redis 5 and 6 that hosted Redis still often is. ARGV: the value, the ttl in ms.
+_SET_NX_GET = """local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false"""
 
 # KEYS: seq, the user's pending list, users, ids, counts, the push's `added` key. ARGV: item key prefix, user,
 # then the hash's user, push, created_at and send_as (JSON), how long to remember the push (ms), then one reply
@@ -201,10 +207,10 @@ end
 redis.call('EXPIRE', KEYS[3], ARGV[1])
 return 1"""
 
-_SCRIPTS = {"touch_if": _TOUCH_IF, "delete_if": _DELETE_IF, "add": _OUTBOX_ADD, "update": _OUTBOX_UPDATE,
-            "next": _OUTBOX_NEXT, "lane": _LANE_NEXT, "items": _OUTBOX_ITEMS, "purge": _OUTBOX_PURGE,
-            "log_add": _LOG_ADD, "drop": _OUTBOX_DROP, "retry": _OUTBOX_RETRY, "get": _OUTBOX_GET,
-            "hits_add": _HITS_ADD}
+_SCRIPTS = {"touch_if": _TOUCH_IF, "delete_if": _DELETE_IF, "set_nx_get": _SET_NX_GET, "add": _OUTBOX_ADD,
+            "update": _OUTBOX_UPDATE, "next": _OUTBOX_NEXT, "lane": _LANE_NEXT, "items": _OUTBOX_ITEMS,
+            "purge": _OUTBOX_PURGE, "log_add": _LOG_ADD, "drop": _OUTBOX_DROP, "retry": _OUTBOX_RETRY,
+            "get": _OUTBOX_GET, "hits_add": _HITS_ADD}
 _SHAS = {name: sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
 _LOG_FIELDS = tuple(f.name for f in fields(LogEntry))
 _dumps = json.dumps
@@ -290,7 +296,7 @@ class RedisStore:
                 # But a connection can also drop after Redis ran the commands and before their answers
                 # arrived: then the whole batch (see _cmd) runs twice. So what a retry must not repeat is made
                 # idempotent: outbox_add once per push (its script remembers the push), claim and
-                # set_if_absent by their value (SET NX GET: finding its own value, the caller had set it).
+                # set_if_absent by their value (set_nx_get: finding its own value, the caller had set it).
                 # lane_next, outbox_update, touch_if and the other SETs, GETs and reads are idempotent as they
                 # are. What still repeats is harmless: log_add writes its entries twice (the log is for
                 # reading), hits_add counts twice, delete_if, outbox_drop and outbox_retry answer False the
@@ -324,8 +330,7 @@ class RedisStore:
     # one pipeline (not a transaction) on one pooled connection, and each caller gets its own reply or error.
     # Under load a command costs a fraction of a round trip; alone, it goes as it is (a tick later).
 
-    async def _cmd(self, *args: Any, **options: Any) -> Any:
-        """One command, sent in the batch of this tick; `options` go to redis-py's parsing of the answer."""
+    async def _cmd(self, *args: Any) -> Any:
         future = asyncio.get_running_loop().create_future()
         batch = self._open
         if batch is None or len(batch) >= BATCH:  # a new batch, sent by a task once this tick is over
@@ -333,26 +338,26 @@ class RedisStore:
             task = future.get_loop().create_task(self._send(batch))
             self._batches.add(task)
             task.add_done_callback(functools.partial(self._sent, batch))
-        batch.append((args, options, future))
+        batch.append((args, future))
         return await future
 
     async def _send(self, batch: list[Command]) -> None:
         if self._open is batch:
             self._open = None  # from now on commands go in a new batch
-        batch = [command for command in batch if not command[2].done()]  # done: its caller was cancelled
+        batch = [(args, future) for args, future in batch if not future.done()]  # done: its caller was cancelled
         if not batch:
             return
         try:
             if len(batch) == 1:
-                replies = [await self._redis.execute_command(*batch[0][0], **batch[0][1])]
+                replies = [await self._redis.execute_command(*batch[0][0])]
             else:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for args, options, _ in batch:
-                        pipe.execute_command(*args, **options)
+                    for args, _ in batch:
+                        pipe.execute_command(*args)
                     replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # the connection failed (or the store was closed): every caller hears of it
             replies = [exc] * len(batch)
-        for (_, _, future), reply in zip(batch, replies, strict=True):
+        for (_, future), reply in zip(batch, replies, strict=True):
             if not future.done():
                 (future.set_exception if isinstance(reply, Exception) else future.set_result)(reply)
 
@@ -360,7 +365,7 @@ class RedisStore:
         self._batches.discard(task)
         if self._open is batch:  # cancelled before it ran (the loop is closing)
             self._open = None
-        for _, _, future in batch:  # cancelled while it ran
+        for _, future in batch:  # cancelled while it ran
             future.cancel()
 
     async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
@@ -376,7 +381,7 @@ class RedisStore:
     @_guarded
     async def claim(self, key: str, ttl: float) -> bool:
         token = f"{self._token}{next(self._claims)}".encode()  # ours alone: see the retry in open()
-        held = await self._cmd("SET", f"{self.prefix}claim:{key}", token, "PX", _ms(ttl), "NX", "GET", get=True)
+        held = await self._run("set_nx_get", [f"{self.prefix}claim:{key}"], [token, _ms(ttl)])
         return held is None or held == token
 
     @_guarded
@@ -411,7 +416,7 @@ class RedisStore:
 
     @_guarded
     async def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
-        held = await self._cmd("SET", self._kv + key, _b(value), "PX", _ms(ttl), "NX", "GET", get=True)
+        held = await self._run("set_nx_get", [self._kv + key], [_b(value), _ms(ttl)])
         return held is None or held == _b(value)  # its own value: a retry of this call (see open()) had set it
 
     @_guarded
