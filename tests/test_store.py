@@ -247,6 +247,7 @@ async def test_lane_next_fails_an_item_it_cannot_read_and_goes_on(backend, tmp_p
 
         client = aioredis.from_url(REDIS_URL)
         await client.hset(f"{store.prefix}outbox:item:{bad.id}", "reply", sticker)
+    assert await store.outbox_items() == [good]  # the console's listing leaves it out rather than failing
     assert await store.lane_next("u", "A", 15) == (True, good)
     if kind == "sqlite":
         error = db.execute("SELECT error FROM outbox WHERE id = ?", (bad.id,)).fetchone()[0]

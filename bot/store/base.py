@@ -9,10 +9,16 @@ compares times; `ttl` is relative). Every method may raise StoreError when the b
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
+from ..errors import StoreError
 from ..messages import Reply
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Status = Literal["pending", "sent", "failed", "unsent"]
 STATUSES: tuple[Status, ...] = ("pending", "sent", "failed", "unsent")
@@ -42,6 +48,18 @@ class OutboxItem:
                  error: str | None = None) -> OutboxItem:
         return OutboxItem(self.id, self.user, self.reply, self.push, self.created_at, self.send_as, status,
                           self.attempts + attempts, errcode, error, self.next_try)  # replace() is 5× slower
+
+
+def readable(raws: Iterable[T], parse: Callable[[T], OutboxItem], store: str) -> list[OutboxItem]:
+    """The items of a listing (the console's outbox page) that this kefu can read; each one it cannot (see
+    Store.lane_next) is left out with a warning, rather than failing the whole page."""
+    items = []
+    for raw in raws:
+        try:
+            items.append(parse(raw))
+        except StoreError as exc:
+            log.warning("%s store: an outbox item is left out of a listing: %s", store, exc)
+    return items
 
 
 def unreadable(exc: BaseException) -> str:

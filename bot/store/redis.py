@@ -39,7 +39,7 @@ from redis.exceptions import NoScriptError, RedisError
 from ..config import redact_url
 from ..errors import StoreError
 from ..messages import Reply, reply_from_dict, reply_to_dict
-from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status, unreadable
+from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status, readable, unreadable
 from .memory import KEEP_LOG
 
 TIMEOUT = 2.0  # seconds to connect and to wait for an answer: an unreachable Redis fails fast
@@ -489,7 +489,8 @@ class RedisStore:
         if limit <= 0:
             return []
         scan = limit if status is None and user is None else limit * 5
-        items = [_item(raw) for raw in await self._run("items", [f"{self._out}ids"], [self._items, scan]) if raw]
+        items = readable((raw for raw in await self._run("items", [f"{self._out}ids"], [self._items, scan]) if raw),
+                         _item, "redis")
         return [i for i in items if (status is None or i.status == status) and (user is None or i.user == user)][:limit]
 
     @_guarded

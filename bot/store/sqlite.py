@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from ..errors import StoreError
 from ..messages import Reply, reply_from_dict, reply_to_dict
-from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status, unreadable
+from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status, readable, unreadable
 
 SCHEMA_VERSION = 2  # PRAGMA user_version: raise it (and add the steps to MIGRATIONS) when the schema changes
 BUSY_TIMEOUT_MS = 5000
@@ -325,7 +325,7 @@ class SqliteStore:
         params = [arg for arg in (status, user) if arg is not None]
         rows = await self._fetch("outbox_items", f"SELECT {ITEM_COLUMNS} FROM outbox "
                                  f"{_where(where)} ORDER BY id DESC LIMIT ?", [*params, limit])
-        return [_item(row) for row in rows]
+        return readable(rows, _item, "sqlite")
 
     async def outbox_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
