@@ -209,6 +209,9 @@ class Outbox:
             if not ok:
                 log.warning("outbox: lost the lane of %s (its lease expired); stopping", short_user(user))
                 return
+        # the lease is released (nothing pending): a renewal answered from now on must not find this step's
+        # entry, or a drain that follows at once (a reply just submitted) would be taken for a lost lane
+        self._steps.pop(user, None)
 
     async def _record(self, user: str, done: OutboxItem) -> tuple[bool, OutboxItem | None, float]:
         """Write back what a send did, and step the lane; also returns when that step was asked for. WeChat has

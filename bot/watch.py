@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 STEP_MS = 50  # a batch ends after this much quiet…
 DEBOUNCE_MS = 400  # …or after this long, whichever comes first
 IDLE_MS = 200  # with no change, the watcher wakes this often (cheap: a thread hop)
+REARM_EVERY = 2.0  # seconds between two looks for replaced folders when nothing changed (it walks the folders)
 
 
 def _existing(path: Path) -> Path:
@@ -80,15 +81,20 @@ async def watch(reloader: Reloader, stop: asyncio.Event, ready: asyncio.Event | 
     """Run until `stop` is set. Every relevant batch of changes requests a reload. `ready` is set once
     the directories are being watched, and cleared as soon as the watch set must be rebuilt (before the reload
     that batch asks for), so that once that reload is seen, `ready` tells when the new set is armed."""
+    clock = asyncio.get_running_loop().time
     while not stop.is_set():
         dirs = watch_dirs(reloader)
-        identities = _identities(dirs)
+        identities, looked = _identities(dirs), clock()
         log.debug("watching %s", ", ".join(sorted(map(str, dirs))))
         # yield_on_timeout: an empty batch after IDLE_MS of quiet, which tells that the watch is armed
         async for changes in awatch(*dirs, recursive=False, step=STEP_MS, debounce=DEBOUNCE_MS,
                                     stop_event=stop, ignore_permission_denied=True,
                                     rust_timeout=IDLE_MS, yield_on_timeout=True):
-            rearm = _rearm(reloader, dirs, identities)
+            # a change may be a folder replaced: look at once; when nothing changed, now and then (the look walks
+            # the templates and media folders, which may hold thousands of files)
+            rearm = False
+            if changes or clock() - looked >= REARM_EVERY:
+                rearm, looked = _rearm(reloader, dirs, identities), clock()
             if rearm and ready is not None:
                 ready.clear()
             if ready is not None and not changes and not rearm:

@@ -276,9 +276,6 @@ rules:
   - name: impossible
     when: {keywords: [节日], time: {weekdays: mon-fri, dates: ['2026-12-05..2026-12-06']}}
     reply: c
-  - name: punctuated
-    when: {keywords: [怎么退货？, C++, '？', A+]}
-    reply: d
 """}, templates={"used.j2": "{% include '_part.j2' %}", "_part.j2": "p", "orphan.j2": "o"})
     (tmp_path / "rules" / "b.yaml").write_text(
         "rules:\n  - name: t\n    when: {equals: [模板]}\n    reply: {template: used.j2}\n", encoding="utf-8")
@@ -290,10 +287,7 @@ rules:
     assert "warning: rules/a.yaml:12: rule 'ship-detail' can never fire: rule 'ship'" in out
     assert "promo-again" not in out  # promo cools down: promo-again answers meanwhile
     assert "rules/a.yaml:22: rule 'impossible': its time window can never hold" in out
-    assert ("rules/a.yaml:25: rule 'punctuated': '怎么退货?' is matched with its punctuation; write '怎么退货' "
-            "to match it however the user punctuates") in out
-    assert "'c++'" not in out and "'a+'" not in out  # symbols that are part of the word: no warning
     assert "warning: templates/orphan.j2: template never used by a rule" in out
     assert "_part.j2" not in out and "used.j2: template" not in out
     assert "unused.png: image never used by a rule" in out
-    assert out.strip().splitlines()[-1].startswith("ok: 9 rules") and out.strip().endswith("6 warnings")
+    assert out.strip().splitlines()[-1].startswith("ok: 8 rules") and out.strip().endswith("5 warnings")

@@ -559,3 +559,105 @@ async def test_a_lane_that_ends_by_an_error_forgets_the_user():
     await outbox.submit("u", texts(1, "x"), "p")
     await outbox.drain()
     assert not outbox._lanes and not outbox._again and not outbox._steps
+
+
+# ---- a renewal answered between two drains of a lane (found in review) -------------------------------
+
+
+class PipelinedStore(MemoryStore):
+    """A MemoryStore whose answers can be held back, as Redis answers a pipeline after running it: the command
+    runs at once, its answer arrives when the test says."""
+
+    def __init__(self, clock) -> None:
+        super().__init__(clock)
+        self.hold_record = self.hold_touch = self.hold_next = False
+        self.record_ran, self.record_answer = asyncio.Event(), asyncio.Event()
+        self.touch_ran, self.touch_answer = asyncio.Event(), asyncio.Event()
+        self.next_ran, self.next_answer = asyncio.Event(), asyncio.Event()
+
+    async def lane_next(self, user, owner, lease, done=None):
+        result = await super().lane_next(user, owner, lease, done)
+        if done is not None and self.hold_record:
+            self.hold_record = False
+            self.record_ran.set()
+            await self.record_answer.wait()
+        elif done is None and self.hold_next:
+            self.hold_next = False
+            self.next_ran.set()
+            await self.next_answer.wait()
+        return result
+
+    async def touch_if(self, key, value, ttl):
+        result = await super().touch_if(key, value, ttl)
+        if self.hold_touch:
+            self.hold_touch = False
+            self.touch_ran.set()
+            await self.touch_answer.wait()
+        return result
+
+
+async def _turns(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_renewal_answered_between_two_drains_of_a_lane_disables_renewal_for_the_next_send():
+    """A lane's last step releases the lease (nothing pending); a reply submitted during that round trip makes
+    the lane drain again (_again). _drain_lane leaves `_steps[user]` behind when its loop ends, so a renewal
+    tick during the round trip renews a lease released on purpose; its answer (False), arriving after the
+    step's (as Redis answers pipelines in order) while the next drain's lane_next is in flight, still finds the
+    stale `_steps` entry and marks the user `_lost`. The next drain takes the lease again, but _renew_due skips
+    lost users: a send longer than the lease lets it expire, and another instance sends the reply again."""
+    loop = asyncio.get_running_loop()
+    real, offset = loop.time, [0.0]
+    loop.time = lambda: real() + offset[0]
+    clock = Clock()
+
+    def later(seconds: float) -> None:  # the store's clock and the loop's timers move together
+        clock.now += seconds
+        offset[0] += seconds
+
+    try:
+        store = PipelinedStore(clock)
+        sent: list[tuple[str, str]] = []
+        second_gate, second_sending = asyncio.Event(), asyncio.Event()
+
+        async def a_send(user, reply, send_as=None):
+            if reply.content == "two":
+                second_sending.set()
+                await second_gate.wait()
+            sent.append(("A", reply.content))
+            return SendResult(ok=True)
+
+        async def b_send(user, reply, send_as=None):
+            sent.append(("B", reply.content))
+            return SendResult(ok=True)
+
+        lease = 15
+        a = Outbox(store, a_send, OutboxSettings(lease=lease), clock=clock)
+        b = Outbox(store, b_send, OutboxSettings(lease=lease), clock=clock)
+        store.hold_record = True
+        await a.submit("u", (TextReply("one"),), "p1")
+        await store.record_ran.wait()  # "one" sent and recorded; nothing pending: the lease is released
+        await a.submit("u", (TextReply("two"),), "p2")  # the lane must look once more (_again)
+        store.hold_touch = store.hold_next = True
+        later(lease / 3 + 1)  # a renewal tick during the round trip
+        await store.touch_ran.wait()  # the renewal ran (lease gone: False); its answer is on its way
+        store.record_answer.set()  # the step's answer first, as sent
+        await store.next_ran.wait()  # the next drain's lane_next ran: the lease is A's again
+        assert await store.get("lane:u") == a.owner
+        store.touch_answer.set()  # then the renewal's answer
+        await _turns()
+        store.next_answer.set()
+        await second_sending.wait()  # A sends "two", slowly
+        for _ in range(4):  # twice the lease: A's renewals must keep the lane meanwhile
+            later(lease / 2)
+            await _turns(20)
+        assert await store.get("lane:u") == a.owner, f"A's lease lapsed during its send (_lost={a._lost})"
+        await b.scan()
+        await b.drain()
+        second_gate.set()
+        await a.drain()
+        assert sent == [("A", "one"), ("A", "two")]
+    finally:
+        del loop.time

@@ -221,6 +221,7 @@ def test_time_windows(now, rule):
 @pytest.mark.parametrize("weekdays,days", [
     ("mon", {0}), ("monday", {0}), ("Fri-Mon", {4, 5, 6, 0}), ("'mon,wed,fri'", {0, 2, 4}),
     ("'mon wed  fri'", {0, 2, 4}), ("'mon, sat - sun'", {0, 5, 6}), ("[mon, 'wed,thu']", {0, 2, 3}),
+    ("tues-thurs", {1, 2, 3}), ("Thurs", {3}), ("weds", {2}), ("wedn", {2}),  # English's own short forms
 ])
 def test_weekdays_are_names_ranges_or_several_of_them(weekdays, days):
     ruleset = rules(f"rules:\n  - name: r\n    when: {{time: {{weekdays: {weekdays}}}}}\n    reply: x\n")
@@ -269,3 +270,24 @@ def test_normalize_must_be_true_false_or_all():
     with pytest.raises(RulesError) as info:
         rules("rules:\n  - name: r\n    normalize: sometimes\n    when: {equals: [a]}\n    reply: x\n")
     assert "rules/a.yaml:3: rule 'r': 'normalize' is true" in str(info.value)
+
+
+@pytest.mark.parametrize("value,content", [
+    ("退款？", "我要退款"), ("怎么退货?", "请问怎么退货"), ("【优惠券】", "有优惠券吗"), ("🎁礼品", "礼品怎么领"),
+])
+def test_a_keyword_written_with_punctuation_around_it_matches_the_plain_word(value, content):
+    """Only symbols that belong to a word are kept (C#, /start): an operator's question mark, brackets or emoji
+    around a keyword are not part of it, as they were not before values kept their symbols."""
+    ruleset = rules(f"rules:\n  - name: r\n    when: {{keywords: ['{value}']}}\n    reply: ok\n")
+    assert fired(ruleset, text(content)) == "r"
+
+
+@pytest.mark.parametrize("value,content", [("人工！", "人工"), ("转人工。", "转人工"), ("A+", "a+")])
+def test_equals_with_sentence_punctuation_matches_the_bare_text(value, content):
+    ruleset = rules(f"rules:\n  - name: r\n    when: {{equals: ['{value}']}}\n    reply: ok\n")
+    assert fired(ruleset, text(content)) == "r"
+
+
+def test_monkey_is_no_monday():
+    with pytest.raises(RulesError, match="'monkey' is not a weekday"):
+        rules("rules:\n  - name: r\n    when: {time: {weekdays: monkey}}\n    reply: x\n")

@@ -582,3 +582,22 @@ async def test_redis_a_command_resent_after_a_dropped_connection_adds_no_reply_t
         await store.close()
         proxy.server.close()
         await flush_prefix(url)
+
+
+async def test_redis_lane_next_on_an_unreadable_item_that_is_not_pending_does_not_spin():
+    """An unreadable item still in the user's pending list whose hash says it is not pending (a damaged store):
+    failing it changes nothing, so lane_next takes it out of the list and goes on, instead of asking Redis
+    for the same item for ever."""
+    require_redis()
+    url = redis_url()
+    store = open_store(url)
+    await store.open()
+    try:
+        [item] = await store.outbox_add("u", (TextReply("x"),), "p", 1.0)
+        await store._client.hset(f"{store._items}{item.id}",  # noqa: SLF001
+                                 mapping={"reply": json.dumps({"kind": "sticker"}), "status": "failed"})
+        assert await asyncio.wait_for(store.lane_next("u", "me", 10), 10) == (True, None)
+        assert await store._client.llen(f"{store._out}pending:u") == 0  # noqa: SLF001
+    finally:
+        await store.close()
+        await flush_prefix(url)

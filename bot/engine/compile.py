@@ -334,7 +334,8 @@ def _version(rule_files: Sequence[SourceFile], template_files: Sequence[SourceFi
                 digest.update(b"\0")
     digest.update(repr(sorted((vars or {}).items(), key=lambda kv: str(kv[0]))).encode("utf-8"))
     for name, found in sorted((media or {}).items()):
-        for part in ("media", name, getattr(found, "path", ""), getattr(found, "digest", str(found))):
+        # not the file's path: instances installed in different folders must agree on the version
+        for part in ("media", name, getattr(found, "digest", str(found))):
             digest.update(part.encode("utf-8", "surrogatepass"))
             digest.update(b"\0")
     return digest.hexdigest()[:10]

@@ -4,8 +4,9 @@ A Subject is computed once per message: the text as sent, the text folded (NFKC,
 (folded, surrounding whitespace and punctuation trimmed), and the local time — so that no condition normalises or
 reads the clock.
 
-Rule values are folded, never trimmed: `C#`, `C++` and `A+` keep their symbols. A value without punctuation at
-its ends is found in the folded text exactly where it is found in the normalised text (the trimmed ends are only
+Rule values are folded and trimmed like the text, except of the symbols that belong to a word: `C#`, `C++`, `A+`
+and `/start` keep theirs (see fold_value). A value without punctuation at its ends is
+found in the folded text exactly where it is found in the normalised text (the trimmed ends are only
 punctuation), so `keywords` and `prefix` look in the folded text, and `equals` compares with both forms.
 """
 
@@ -42,10 +43,26 @@ def _trim(text: str) -> str:
     return text[start:end]
 
 
+# ASCII symbols that belong to a word at its ends (C#, C++, A+, /start, @客服, 100%): a value keeps them.
+_WORD_SYMBOLS = frozenset("#+/@&%*=<>^|\\_-")
+
+
 def fold_value(value: str) -> str:
-    """A keywords/equals/prefix value of a normalised rule: folded like the text, surrounding spaces dropped, its
-    punctuation and symbols kept (`C#` stays `c#`, not `c`)."""
-    return fold(value).strip()
+    """A keywords/equals/prefix value of a normalised rule: folded, and trimmed of the sentence punctuation, brackets
+    and emoji around it (`退款？`, `【优惠券】`, `🎁礼品` and `人工！` mean `退款`, `优惠券`, `礼品` and `人工`), but
+    not of the symbols that belong to a word (`C#`, `C++`, `A+`, `/start` stay what they are). A value that
+    trimming would cut down to one ASCII character or nothing is kept as written (`a.`, `？`): cut down, it would
+    fire on almost any text."""
+    folded = fold(value).strip()
+    start, end = 0, len(folded)
+    while start < end and folded[start] not in _WORD_SYMBOLS and _trimmable(folded[start]):
+        start += 1
+    while end > start and folded[end - 1] not in _WORD_SYMBOLS and _trimmable(folded[end - 1]):
+        end -= 1
+    trimmed = folded[start:end]
+    if len(trimmed) >= 2 or (trimmed and not trimmed.isascii()):
+        return trimmed
+    return folded
 
 
 def leading_trimmable(text: str) -> int:

@@ -95,27 +95,6 @@ def never_holds(rules: tuple[Rule, ...]) -> list[str]:
     return out
 
 
-# Sentence punctuation, as folded (NFKC turns ？！，；：～ into their ASCII forms): at the end of a value it is
-# almost always the operator's sentence, not part of the word — but a value is matched as written (C#, A+).
-_SENTENCE = "?!.,;:~。、…"
-
-
-def punctuated(rules: tuple[Rule, ...]) -> list[str]:
-    """Normalised keywords, prefixes and equals values with sentence punctuation at an end: `退货？` matches only
-    texts that have the question mark too, which is rarely what was meant."""
-    out = []
-    for rule in rules:
-        for condition in _walk(rule.when):
-            if not getattr(condition, "normalized", False):
-                continue
-            for value in sorted(_texts(condition)):
-                bare = value.strip(_SENTENCE + " ")
-                if bare != value and len(bare) >= 2:
-                    out.append(f"{rule.where}: rule '{rule.name}': '{value}' is matched with its punctuation; "
-                               f"write '{bare}' to match it however the user punctuates")
-    return out
-
-
 def _walk(condition: Condition) -> Iterable[Condition]:
     yield condition
     for inner in getattr(condition, "conditions", ()) or ():
@@ -127,7 +106,7 @@ def _walk(condition: Condition) -> Iterable[Condition]:
 def warnings(ruleset: Any) -> tuple[str, ...]:
     """Everything kefu check warns about, as `file:line: message` (computed on demand: linear, but not free)."""
     usage = ruleset.usage
-    return (*shadowed(ruleset.rules), *never_holds(ruleset.rules), *punctuated(ruleset.rules),
+    return (*shadowed(ruleset.rules), *never_holds(ruleset.rules),
             *unused_templates(usage.get("template_names", {}), usage.get("template_names", {}),
                               set(usage.get("used_templates", ())), usage.get("includes", {})),
             *unused_media(usage.get("media", {}), set(usage.get("used_media", ()))))

@@ -197,7 +197,13 @@ def _weekdays(check: Checker, item: str, line: int, what: str) -> set[int]:
 
 
 def _weekday(name: str) -> int | None:
-    return DAY_NAMES.get(name)
+    """`mon`, `monday`, and the other ways English shortens a day (`tues`, `thurs`, `weds`): a beginning of the
+    day's name of at least three letters, or `weds`. `monkey` is no day."""
+    if len(name) >= 3:
+        for i, full in enumerate(FULL_WEEKDAYS):
+            if full.startswith(name):
+                return i
+    return 2 if name == "weds" else None
 
 
 def _hours(check: Checker, item: str, line: int, what: str) -> tuple[time, time] | None:

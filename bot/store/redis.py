@@ -154,7 +154,7 @@ return found"""
 # KEYS: ids. ARGV: item key prefix, how many. The newest items, newest first (nil for a missing one).
 _OUTBOX_ITEMS = _ITEM_FN + """
 local out = {}
-for i, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1, 'REV')) do out[i] = item(ARGV[1], id) end
+for i, id in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)) do out[i] = item(ARGV[1], id) end
 return out"""
 
 # KEYS: ids, counts. ARGV: item key prefix, before, ids. Returns {deleted, 1 if an item from `before` on
@@ -465,7 +465,8 @@ class RedisStore:
             keys += [f"{self._items}{done.id}", f"{out}pending:{done.user}"]
             args += _done_args(done)
         base = 3  # the args before done's
-        while True:
+        failed: set[int] = set()
+        for _ in range(100):  # bounded: a store damaged in a way not foreseen must not spin the lane
             found = await self._run("lane", keys, args)
             if isinstance(found, int):
                 return found == 1, None
@@ -473,8 +474,12 @@ class RedisStore:
                 return True, _item(found)
             except StoreError as exc:  # a reply this kefu cannot read must not block the user's lane: fail it
                 id = int(found[1:found.find(b",")])  # the lease is ours: the next step writes it back as failed
+                if id in failed:  # still first in the list: its hash is no longer pending (a damaged store)
+                    await self._cmd("LREM", f"{out}pending:{user}", 0, id)
                 keys[4:] = [f"{self._items}{id}", f"{out}pending:{user}"]
                 args[base:] = [id, user, "failed", *_unread_fields(found), _dumps(unreadable(exc)), "0.0"]
+                failed.add(id)
+        raise StoreError(f"redis: the pending replies of a user could not be read ({len(failed)} left unreadable)")
 
     @_guarded
     async def outbox_users(self, limit: int = 1000) -> list[str]:
