@@ -96,3 +96,24 @@ async def fleet_of(request, tmp_path, fake):
         await client.close()
     if request.param == "redis":
         await flush_prefix(url)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def backend(request, tmp_path):
+    """(store, clock, kind): one open store of each kind. The clock drives expiry and leases for memory and
+    sqlite; Redis keeps its own. Two Outboxes on it are two instances of a fleet sharing a store."""
+    from bot.store import open_store
+
+    from .stores import Clock, flush_prefix, redis_url, require_redis
+
+    clock = Clock()
+    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/kefu.db"}.get(request.param)
+    if request.param == "redis":
+        require_redis()
+        url = redis_url()
+    store = open_store(url, clock=clock)
+    await store.open()
+    yield store, clock, request.param
+    await store.close()
+    if request.param == "redis":
+        await flush_prefix(url)

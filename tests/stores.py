@@ -47,3 +47,13 @@ async def flush_prefix(url: str) -> None:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+class Clock:
+    """A clock the test moves by hand (`clock.now += 60`): the stores' `clock=` for expiry and leases."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -12,12 +12,12 @@ from bot.config import OutboxSettings, Secret, WeChatSettings
 from bot.errors import StoreError
 from bot.messages import TextReply
 from bot.outbox import Outbox, short_user
-from bot.store import MemoryStore, open_store
+from bot.store import MemoryStore
 from bot.wechat_api import SendResult, WeChatAPI
 
 from .conftest import FAST_RETRY
 from .fakewechat import APPID, SECRET, Failure
-from .stores import flush_prefix, redis_url, require_redis
+from .stores import Clock
 
 SEND = "/cgi-bin/message/custom/send"
 
@@ -287,37 +287,12 @@ async def test_a_slow_api_holds_a_bounded_number_of_lanes_and_every_reply_still_
 # ---- several instances sharing one store --------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-async def shared(request, tmp_path):
-    """(store, clock, kind): one store for two Outboxes, as two instances of a fleet share it. The clock
-    drives lease expiry for memory and sqlite; Redis keeps its own."""
-    clock = Clock()
-    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/kefu.db"}.get(request.param)
-    if request.param == "redis":
-        require_redis()
-        url = redis_url()
-    store = open_store(url, clock=clock)
-    await store.open()
-    yield store, clock, request.param
-    await store.close()
-    if request.param == "redis":
-        await flush_prefix(url)
-
-
 @pytest.fixture
-async def later(shared):
+async def later(backend):
     """later(s): s seconds pass for the leases and for the outbox's timers. On memory and sqlite at once — the
     stores' clock and the event loop's clock (its timers) jump together; on Redis, which expires keys on its
     own clock, truly (the tests give it a lease of 1 s)."""
-    store, clock, kind = shared
+    store, clock, kind = backend
     loop = asyncio.get_running_loop()
     real, offset = loop.time, [0.0]
 
@@ -361,11 +336,11 @@ def held_sender(log: list[tuple[str, str]], name: str, gate: asyncio.Event | Non
     return send
 
 
-async def test_a_late_retry_of_a_lane_that_lost_its_lease_does_not_send_a_reply_again(shared):
+async def test_a_late_retry_of_a_lane_that_lost_its_lease_does_not_send_a_reply_again(backend):
     """A's send hangs; its lease lapses (its renewals could not reach the store) and B sends the reply. When A's
     attempt comes back as a transient failure, its retry state must not turn B's sent reply back to pending —
     A would take the free lane and send it a second time."""
-    store, clock, _ = shared
+    store, clock, _ = backend
     sent: list[tuple[str, str]] = []
     gate, sending = asyncio.Event(), asyncio.Event()
     busy = [SendResult(ok=False, errcode=-1, errmsg="system busy")]
@@ -409,11 +384,11 @@ async def test_an_unreadable_reply_is_failed_and_the_users_later_replies_still_g
     assert (status, error) == ("failed", "could not be read: KeyError: 'sticker'")
 
 
-async def test_a_send_slower_than_the_lease_keeps_it_so_no_other_instance_sends_the_reply_again(shared, later):
+async def test_a_send_slower_than_the_lease_keeps_it_so_no_other_instance_sends_the_reply_again(backend, later):
     """A's send takes longer than the lease (WeChat answers late: a timeout, then a retry; with the defaults,
     up to ~31 s against a 15 s lease). A renews its lease meanwhile, so B's scan finds the lane held: no reply
     twice, none out of order ("one, two, one")."""
-    store, clock, kind = shared
+    store, clock, kind = backend
     lease = 1 if kind == "redis" else 15
     sent: list[tuple[str, str]] = []
     gate, sending = asyncio.Event(), asyncio.Event()
@@ -433,19 +408,25 @@ async def test_a_send_slower_than_the_lease_keeps_it_so_no_other_instance_sends_
     assert await store.get("lane:u") is None  # released at the end, as before
 
 
-async def test_waiting_for_a_send_slot_longer_than_the_lease_keeps_it_too(shared, later):
-    """The same without a slow send to this user: u's lane holds its lease while it waits for a send slot
-    (outbox.concurrency, shared by every user), taken by another user's slow send."""
-    store, clock, kind = shared
-    lease = 1 if kind == "redis" else 15
-    sent: list[tuple[str, str]] = []
+def one_slot_outbox(store, clock, lease: float, sent: list[tuple[str, str]]):
+    """(instance A with one send slot, gate, sending): A's send to the user "busy" takes the slot and holds it
+    until `gate` is set (`sending` tells it has begun); its other sends go at once."""
     gate, sending = asyncio.Event(), asyncio.Event()
     slow = held_sender(sent, "A", gate, sending)
 
-    async def a_send(user, reply, send_as=None):
+    async def send(user, reply, send_as=None):
         return await (slow if user == "busy" else held_sender(sent, "A"))(user, reply, send_as)
 
-    a = Outbox(store, a_send, OutboxSettings(concurrency=1, lease=lease), clock=clock)
+    return Outbox(store, send, OutboxSettings(concurrency=1, lease=lease), clock=clock), gate, sending
+
+
+async def test_waiting_for_a_send_slot_longer_than_the_lease_keeps_it_too(backend, later):
+    """The same without a slow send to this user: u's lane holds its lease while it waits for a send slot
+    (outbox.concurrency, shared by every user), taken by another user's slow send."""
+    store, clock, kind = backend
+    lease = 1 if kind == "redis" else 15
+    sent: list[tuple[str, str]] = []
+    a, gate, sending = one_slot_outbox(store, clock, lease, sent)
     b = Outbox(store, held_sender(sent, "B"), OutboxSettings(lease=lease), clock=clock)
     await a.submit("busy", texts(1, "slow"), "p0")
     await sending.wait()
@@ -461,19 +442,13 @@ async def test_waiting_for_a_send_slot_longer_than_the_lease_keeps_it_too(shared
     assert sorted(sent) == [("A", "one0"), ("A", "slow0")]
 
 
-async def test_a_lane_that_finds_its_lease_taken_while_waiting_for_a_slot_does_not_send(shared, later):
+async def test_a_lane_that_finds_its_lease_taken_while_waiting_for_a_slot_does_not_send(backend, later):
     """If a renewal finds the lease gone (the store was out of reach longer than the lease, and another
     instance took the lane), the lane starts no send: the other instance may be sending that reply."""
-    store, clock, kind = shared
+    store, clock, kind = backend
     lease = 1 if kind == "redis" else 15
     sent: list[tuple[str, str]] = []
-    gate, sending = asyncio.Event(), asyncio.Event()
-    slow = held_sender(sent, "A", gate, sending)
-
-    async def a_send(user, reply, send_as=None):
-        return await (slow if user == "busy" else held_sender(sent, "A"))(user, reply, send_as)
-
-    a = Outbox(store, a_send, OutboxSettings(concurrency=1, lease=lease), clock=clock)
+    a, gate, sending = one_slot_outbox(store, clock, lease, sent)
     await a.submit("busy", texts(1, "slow"), "p0")
     await sending.wait()
     [item] = await a.submit("u", texts(1, "one"), "p1")

@@ -12,31 +12,7 @@ from bot.errors import ConfigError
 from bot.messages import ImageReply, MenuReply, MiniProgramPageReply, TextReply
 from bot.store import LogEntry, OutboxItem, open_store
 
-from .stores import REDIS_URL, flush_prefix, redis_url, require_redis
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-async def backend(request, tmp_path):
-    """(store, clock, kind). The clock drives expiry for memory and sqlite; Redis keeps its own."""
-    clock = Clock()
-    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/kefu.db"}.get(request.param)
-    if request.param == "redis":
-        require_redis()
-        url = redis_url()
-    store = open_store(url, clock=clock)
-    await store.open()
-    yield store, clock, request.param
-    await store.close()
-    if request.param == "redis":
-        await flush_prefix(url)
+from .stores import REDIS_URL, Clock, flush_prefix, redis_url, require_redis
 
 
 async def test_ping_and_identity(backend):
