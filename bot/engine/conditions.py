@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
@@ -34,11 +35,12 @@ def normalize(text: str) -> str:
     return _trim(fold(text))
 
 
-def _trim(text: str) -> str:
+def _trim(text: str, trimmable: Callable[[str], bool] | None = None) -> str:
+    trimmable = trimmable or _trimmable
     start, end = 0, len(text)
-    while start < end and _trimmable(text[start]):
+    while start < end and trimmable(text[start]):
         start += 1
-    while end > start and _trimmable(text[end - 1]):
+    while end > start and trimmable(text[end - 1]):
         end -= 1
     return text[start:end]
 
@@ -54,12 +56,7 @@ def fold_value(value: str) -> str:
     trimming would cut down to one ASCII character or nothing is kept as written (`a.`, `？`): cut down, it would
     fire on almost any text."""
     folded = fold(value).strip()
-    start, end = 0, len(folded)
-    while start < end and folded[start] not in _WORD_SYMBOLS and _trimmable(folded[start]):
-        start += 1
-    while end > start and folded[end - 1] not in _WORD_SYMBOLS and _trimmable(folded[end - 1]):
-        end -= 1
-    trimmed = folded[start:end]
+    trimmed = _trim(folded, lambda char: char not in _WORD_SYMBOLS and _trimmable(char))
     if len(trimmed) >= 2 or (trimmed and not trimmed.isascii()):
         return trimmed
     return folded
