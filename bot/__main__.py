@@ -126,7 +126,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         for case in load_cases(path, base, settings.timezone):
             if args.time:
                 case.time = None  # --time fixes the clock for every test
-            failures = run_case(ruleset, case, now, settings.handoff.quiet)
+            failures = asyncio.run(run_case(ruleset, case, now, settings))
             if failures:
                 failed += 1
                 print(f"FAIL  {case.file}:{case.line}  {case.name}")
@@ -148,7 +148,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .reload import load_ruleset
 
     settings = _load(args)
-    return run_chat(lambda: load_ruleset(settings), timezone=settings.timezone)
+    return run_chat(lambda: load_ruleset(settings), settings)
 
 
 def cmd_send(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
-"""`kefu chat`: type as a user, see what the bot would do. No server, no network, nothing sent."""
+"""`kefu chat`: type as a user, see what the bot would do — the server's own turn. No server, no network,
+nothing sent."""
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import sys
 import time
@@ -10,12 +12,14 @@ from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo
 
-from .config import TIMEZONE
-from .engine import RuleSet, decide
-from .messages import MediaFile, Message, Reply, State, TextReply
+from .config import Settings
+from .engine import RuleSet
+from .engine.outcome import AnswerKind, Handoff
+from .messages import MediaFile, Message, Reply, TextReply
 from .protocol.wire import message_from_fields
+from .store import MemoryStore
+from .turn import Recorder, Turn, take_turn
 
 HELP = """Type a message as a user would, or a command:
   /event NAME [KEY] [SESSION_FROM]   an event (e.g. /event user_enter_tempsession, /event CLICK menu_1)
@@ -86,9 +90,11 @@ def vars_of(reply: Reply) -> dict[str, Any]:
     return out
 
 
-def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO | None = None,
-             stdout: TextIO | None = None, clock: Callable[[], float] = time.time,
-             timezone: ZoneInfo = TIMEZONE) -> int:
+def run_chat(ruleset_source: Callable[[], RuleSet], settings: Settings, stdin: TextIO | None = None,
+             stdout: TextIO | None = None, clock: Callable[[], float] = time.time) -> int:
+    """Chat with the rules as the server answers: the same turn (bot/turn.py), on a memory store of its own
+    whose clock is the chat's (so state ttls, cooldowns and the quiet after a transfer hold as they would),
+    with an outbox that records instead of sending."""
     stdin = stdin if stdin is not None else sys.stdin  # looked up per call: tests and shells swap them
     stdout = stdout if stdout is not None else sys.stdout
     interactive = stdin.isatty()
@@ -97,73 +103,90 @@ def run_chat(ruleset_source: Callable[[], RuleSet], stdin: TextIO | None = None,
           file=stdout)
     counter = 0
     user = CHAT_USER
-    states: dict[str, tuple[State, float]] = {}  # user -> (state, until): as the store would keep them
     fixed: datetime | None = None  # /time
-    while True:
-        if interactive:
-            print("you> ", end="", file=stdout, flush=True)
-        line = stdin.readline()
-        if not line:
-            return 0
-        if line.strip() in ("/quit", "/exit", "/q"):
-            return 0
-        if line.strip() == "/help":
-            print(HELP, file=stdout)
-            continue
-        command, _, argument = line.strip().partition(" ")
-        if command == "/time":
-            try:
-                fixed = None if argument.strip() in ("", "now") else datetime.fromisoformat(argument.strip())
-            except ValueError:
-                print(f"  ! /time takes a time like 2026-12-01T20:00, not {argument.strip()!r}", file=stdout)
+    offset = 0.0  # how far /time moved the clock: the store's records age with it
+
+    def now() -> float:
+        return clock() + offset
+
+    store = MemoryStore(now)
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            if interactive:
+                print("you> ", end="", file=stdout, flush=True)
+            line = stdin.readline()
+            if not line:
+                return 0
+            if line.strip() in ("/quit", "/exit", "/q"):
+                return 0
+            if line.strip() == "/help":
+                print(HELP, file=stdout)
                 continue
-            if fixed is not None and fixed.tzinfo is None:
-                fixed = fixed.replace(tzinfo=timezone)
-            print(f"  (the time is now {fixed.isoformat() if fixed else 'the real clock'})", file=stdout)
-            continue
-        if command == "/user":
-            user = argument.strip() or CHAT_USER
-            print(f"  (writing as {user})", file=stdout)
-            continue
-        counter += 1
-        try:
-            message = message_from_line(line, clock(), counter, user)
-        except ValueError as exc:
-            print(f"  ! {exc}", file=stdout)
-            continue
-        if message is None:
-            continue
-        when = fixed or datetime.fromtimestamp(clock(), timezone)
-        now = when.timestamp()
-        state, until = states.get(user, (None, 0.0))
-        if state is not None and now >= until:
-            state = None
-        decision = decide(ruleset, message, when, state)
-        rule = ruleset.rule(decision.rule) if decision.rule else None
-        where = f" ({rule.where})" if rule else ""
-        print(f"  rule:  {decision.label}{where}", file=stdout)
-        for reply in decision.replies:
-            print(f"  reply: {describe_reply(reply)}", file=stdout)
-        if decision.error:
-            print(f"  error: {decision.error}", file=stdout)
-        if decision.transfer:
-            agent = f", agent {decision.kf_account}" if decision.kf_account else ""
-            print(f"  → transfer to human agents (transfer_customer_service{agent})", file=stdout)
-        elif decision.passive and decision.replies:
-            print("  → answered passively, in the HTTP answer", file=stdout)
-        elif not decision.replies:
-            print("  → answers success, sends nothing", file=stdout)
-        if decision.send_as and decision.replies:
-            print(f"  → sent as agent {decision.send_as}", file=stdout)
-        if decision.state is not None:
-            state = decision.state.new
-            if state is None:
-                states.pop(user, None)
-            else:
-                states[user] = (state, now + decision.state.ttl)
-            if state is None:
-                print("  → state cleared", file=stdout)
-            else:
-                remembered = ", ".join(f"{k}={v!r}" for k, v in state.values.items())
-                print(f"  → state: {state.name} for {decision.state.ttl / 60:.0f} min"
-                      + (f" (remembered {remembered})" if remembered else ""), file=stdout)
+            command, _, argument = line.strip().partition(" ")
+            if command == "/time":
+                try:
+                    fixed = None if argument.strip() in ("", "now") else datetime.fromisoformat(argument.strip())
+                except ValueError:
+                    print(f"  ! /time takes a time like 2026-12-01T20:00, not {argument.strip()!r}", file=stdout)
+                    continue
+                if fixed is not None and fixed.tzinfo is None:
+                    fixed = fixed.replace(tzinfo=settings.timezone)
+                offset = fixed.timestamp() - clock() if fixed is not None else 0.0
+                print(f"  (the time is now {fixed.isoformat() if fixed else 'the real clock'})", file=stdout)
+                continue
+            if command == "/user":
+                user = argument.strip() or CHAT_USER
+                print(f"  (writing as {user})", file=stdout)
+                continue
+            counter += 1
+            try:
+                message = message_from_line(line, now(), counter, user)
+            except ValueError as exc:
+                print(f"  ! {exc}", file=stdout)
+                continue
+            if message is None:
+                continue
+            turn = loop.run_until_complete(take_turn(ruleset, settings, store, message, now(), outbox=Recorder()))
+            show_turn(turn, stdout)
+    finally:
+        loop.close()
+
+
+def show_turn(turn: Turn, stdout: TextIO) -> None:
+    """What one message did, as the server would do it."""
+    plan, decision = turn.plan, turn.plan.decision
+    where = f" ({decision.where})" if decision.where else ""
+    print(f"  rule:  {decision.label}{where}", file=stdout)
+    for reply in plan.sent:
+        print(f"  reply: {describe_reply(reply)}", file=stdout)
+    for dropped in plan.dropped:
+        print(f"  dropped: {describe_reply(dropped.reply)}  ({dropped.reason.value})", file=stdout)
+    if decision.error:
+        print(f"  error: {decision.error}", file=stdout)
+    if decision.quiet:
+        print("  → the user is with human agents: the bot stays quiet (answers success, sends nothing)",
+              file=stdout)
+    elif plan.answer is AnswerKind.TRANSFER:
+        agent = f", agent {plan.kf_account}" if plan.kf_account else ""
+        print(f"  → transfer to human agents (transfer_customer_service{agent})", file=stdout)
+    elif plan.answer is AnswerKind.PASSIVE:
+        print("  → answered passively, in the HTTP answer", file=stdout)
+    elif not plan.sent:
+        print("  → answers success, sends nothing", file=stdout)
+    if decision.send_as and plan.sends:
+        print(f"  → sent as agent {decision.send_as}", file=stdout)
+    if plan.handoff is Handoff.START:
+        print("  → the bot stays quiet for this user while agents answer (handoff.quiet)", file=stdout)
+    elif plan.handoff is Handoff.END:
+        print("  → the agent's session ended: the bot answers again", file=stdout)
+    if plan.cooling is not None:
+        print(f"  → {decision.rule} cools down for this user for {decision.cooldown / 60:.0f} min", file=stdout)
+    if plan.state is not None:
+        state = plan.state.new
+        if state is None:
+            print("  → state cleared", file=stdout)
+        else:
+            remembered = ", ".join(f"{k}={v!r}" for k, v in state.values.items())
+            print(f"  → state: {state.name} for {plan.state.ttl / 60:.0f} min"
+                  + (f" (remembered {remembered})" if remembered else ""), file=stdout)

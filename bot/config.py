@@ -92,6 +92,7 @@ class OutboxSettings:
     concurrency: int = 64  # sends in flight at once, across all users
     max_attempts: int = 8  # tries per reply for transient failures (-1, 5xx, timeouts) before it is failed
     lease: int = 15  # seconds: an instance that dies frees its users' replies for others after this
+    per_push: int = 10  # messages one push may send after splitting; the rest are dropped and logged
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
         "require_encryption": ("bool", False),
     },
     "admin": {"token": ("secret", "")},
-    "outbox": {"concurrency": ("positive", 64), "max_attempts": ("positive", 8), "lease": ("positive", 15)},
+    "outbox": {"concurrency": ("positive", 64), "max_attempts": ("positive", 8), "lease": ("positive", 15),
+               "per_push": ("positive", 10)},
     "quota": {"enabled": ("bool", True), "per_message": ("positive", 5), "message_window": ("duration", 172800),
               "per_event": ("positive", 2), "event_window": ("duration", 60)},
     "handoff": {"quiet": ("duration", 1800)},

@@ -1,8 +1,8 @@
 """What users send (Message and its kinds) and what the bot sends back (Reply and its kinds).
 
-Every message and reply type is a frozen dataclass with domain names (Decision, one per push, is a plain
-slotted one: see VALUES_NOT_FROZEN in store/base.py). A message also keeps every field as it was received
-in `fields`, so that a field WeChat adds tomorrow is still there for rules and templates.
+Every message and reply type, and the Decision, is a frozen dataclass with domain names. A message also
+keeps every field as it was received in `fields`, so that a field WeChat adds tomorrow is still there for
+rules and templates.
 """
 
 from __future__ import annotations
@@ -293,9 +293,9 @@ class StateChange:
     ttl: float = 600.0
 
 
-@dataclass(slots=True)  # not frozen: see VALUES_NOT_FROZEN in store/base.py
+@dataclass(frozen=True, slots=True)
 class Decision:
-    """What the engine decided for one message. The server and the outbox carry it out."""
+    """What the engine decided for one message; engine/outcome.py's plan() says what it means for the push."""
 
     rule: str | None  # the rule that fired; None when the fallback answered
     replies: tuple[Reply, ...] = ()
@@ -308,6 +308,8 @@ class Decision:
     send_as: str | None = None  # API sends appear from this agent (customservice.kf_account)
     state: StateChange | None = None  # None: the user's state stays as it is
     quiet: bool = False  # the user is with human agents: answer success, send nothing
+    cooldown: float = 0.0  # seconds the rule that fired now cools down for this user (0: none)
+    where: str = ""  # file:line of the rule that fired ("" for the fallback)
 
     @property
     def label(self) -> str:

@@ -1,5 +1,5 @@
 """`kefu test`: conversations operators write next to their rules (`rules/*.test.yaml`), run against the same
-rule set the server would load — no server, no network, nothing sent.
+rule set the server would load, through the server's own turn — no server, no network, nothing sent.
 
 ```yaml
 tests:
@@ -11,6 +11,8 @@ tests:
         expect:
           rule: return-start   # the rule that fires (fallback: the fallback)
           reply: 好的，请发送…   # the replies, exactly (one text, or a list); reply_matches: a regex instead
+          sent: [好的，请发送…]  # what the user gets: long texts split, within the send allowance
+          dropped: []          # what the send allowance (or outbox.per_push) kept from the user
           transfer: false
           state: awaiting_return_order   # the conversation state after the step (none: no state)
 ```
@@ -20,26 +22,30 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .config import parse_duration
-from .engine import RuleSet, decide
+from .config import Settings, parse_duration
+from .engine import RuleSet
+from .engine.outcome import AnswerKind, Plan
 from .errors import Problem, RulesError
-from .messages import Decision, Message, State, TextReply
+from .messages import Message, Reply, State, TextReply
 from .protocol.wire import message_from_fields
 from .reload import display_name
+from .store import MemoryStore
+from .store.state import load_state
+from .turn import Recorder, take_turn
 from .yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml
 
 TEST_KEYS = ("name", "user", "time", "steps")
 INPUT_KEYS = ("say", "event", "image", "page")
 STEP_KEYS = (*INPUT_KEYS, "key", "session_from", "after", "expect")
-EXPECT_KEYS = ("rule", "reply", "reply_matches", "transfer", "state")
+EXPECT_KEYS = ("rule", "reply", "reply_matches", "sent", "dropped", "transfer", "state")
 
 
 @dataclass
@@ -160,61 +166,50 @@ def _step(check: Checker, step: Any, line: int) -> Step | None:
     return Step(line, fields, expect, after)
 
 
-def run_case(ruleset: RuleSet, case: Case, now: datetime, handoff_quiet: float = 1800) -> list[Failure]:
-    """Play a conversation; every step's expectations are checked. What the store would keep carries from
-    step to step as the server keeps it: the state (with its ttl), rules cooling down, the quiet after a
-    transfer; `after:` on a step moves the clock."""
+async def run_case(ruleset: RuleSet, case: Case, now: datetime, settings: Settings) -> list[Failure]:
+    """Play a conversation through the server's own turn (bot/turn.py) on a memory store of its own, with an
+    outbox that records instead of sending; every step's expectations are checked. What the store keeps
+    carries from step to step as it does on the server — the state (with its ttl), rules cooling down, the
+    quiet after a transfer, the send allowance; `after:` on a step moves the clock."""
     failures: list[Failure] = []
-    clock = case.time or now
-    state: tuple[State, datetime] | None = None
-    cooling: dict[str, datetime] = {}
-    quiet_until: datetime | None = None
+    clock = [(case.time or now).timestamp()]
+    store = MemoryStore(lambda: clock[0])
     for number, step in enumerate(case.steps, 1):
-        clock = clock + timedelta(seconds=step.after)
-        fields = {**step.message, "FromUserName": case.user, "CreateTime": str(int(clock.timestamp())),
+        clock[0] += step.after
+        fields = {**step.message, "FromUserName": case.user, "CreateTime": str(int(clock[0])),
                   "MsgId": str(number)}
         message: Message = message_from_fields(MappingProxyType(fields))
-        live_state = state[0] if state is not None and clock < state[1] else None
-        in_handoff = quiet_until is not None and clock < quiet_until
-        decision = decide(ruleset, message, clock, live_state, handoff=in_handoff,
-                          cooling=frozenset(rule for rule, until in cooling.items() if clock < until))
-        if decision.state is not None:
-            new = decision.state.new
-            state = (new, clock + timedelta(seconds=decision.state.ttl)) if new is not None else None
-        elif live_state is None:
-            state = None
-        if decision.transfer and handoff_quiet:
-            quiet_until = clock + timedelta(seconds=handoff_quiet)
-        elif message.is_event and getattr(message, "event", "") == "kf_close_session":
-            quiet_until = None
-        rule = ruleset.rule(decision.rule) if decision.rule else None
-        if rule is not None and rule.cooldown:
-            cooling[rule.name] = clock + timedelta(seconds=rule.cooldown)
-        for what in _compare(step.expect, decision, state[0] if state is not None else None):
+        turn = await take_turn(ruleset, settings, store, message, clock[0], outbox=Recorder())
+        state = await load_state(store, case.user)
+        for what in _compare(step.expect, turn.plan, state):
             failures.append(Failure(case, number, step.line, what))
     return failures
 
 
-def _compare(expect: Mapping[str, Any], decision: Decision, state: State | None) -> list[str]:
+def _compare(expect: Mapping[str, Any], plan: Plan, state: State | None) -> list[str]:
+    decision = plan.decision
     problems = []
     if "rule" in expect:
         wanted = expect["rule"]
         got = decision.rule if decision.rule is not None else "fallback"
         if str(wanted) != got:
             problems.append(f"expected rule {wanted!r}, got {got!r}")
-    texts = [r.content if isinstance(r, TextReply) else f"[{r.kind}]" for r in decision.replies
-             if r.kind != "typing"]
-    if "reply" in expect:
-        wanted = expect["reply"]
-        wanted_list = [str(w) for w in wanted] if isinstance(wanted, list) else (
-            [] if wanted is None else [str(wanted)])
-        if wanted_list != texts:
-            diff = "\n".join(difflib.unified_diff(wanted_list, texts, "expected", "got", lineterm=""))
-            problems.append(f"replies differ:\n{diff}")
+    texts = _texts(r for r in decision.replies if r.kind != "typing")
+    for key, got_texts in (("reply", texts), ("sent", _texts(plan.sent)),
+                           ("dropped", _texts(d.reply for d in plan.dropped))):
+        if key in expect:
+            wanted = expect[key]
+            wanted_list = [str(w) for w in wanted] if isinstance(wanted, list) else (
+                [] if wanted is None else [str(wanted)])
+            if wanted_list != got_texts:
+                diff = "\n".join(difflib.unified_diff(wanted_list, got_texts, "expected", "got", lineterm=""))
+                what = {"reply": "replies", "sent": "sent replies", "dropped": "dropped replies"}[key]
+                problems.append(f"{what} differ:\n{diff}")
     if "reply_matches" in expect and not re.search(str(expect["reply_matches"]), "\n".join(texts)):
         problems.append(f"no reply matches {expect['reply_matches']!r}; replies were {texts!r}")
-    if "transfer" in expect and bool(expect["transfer"]) != decision.transfer:
-        problems.append(f"expected transfer {bool(expect['transfer'])}, got {decision.transfer}")
+    transfer = plan.answer is AnswerKind.TRANSFER
+    if "transfer" in expect and bool(expect["transfer"]) != transfer:
+        problems.append(f"expected transfer {bool(expect['transfer'])}, got {transfer}")
     if "state" in expect:
         got_state = state.name if state is not None else "none"
         if str(expect["state"]) != got_state:
@@ -222,3 +217,7 @@ def _compare(expect: Mapping[str, Any], decision: Decision, state: State | None)
     if decision.error:
         problems.append(f"a reply failed to render: {decision.error}")
     return problems
+
+
+def _texts(replies: Iterable[Reply]) -> list[str]:
+    return [r.content if isinstance(r, TextReply) else f"[{r.kind}]" for r in replies]

@@ -71,9 +71,9 @@ def _prefix(text: str, budget: int) -> str:
 
 
 def split_replies(replies: tuple[Reply, ...], limit: int = LIMIT) -> tuple[Reply, ...]:
-    """The replies with every text longer than the limit split into several texts."""
-    if all(not isinstance(r, TextReply) or len(r.content) * 3 <= limit for r in replies):
-        return replies  # the common case: nothing near the limit (3 bytes per character at most here)
+    """The replies with every text longer than `limit` UTF-8 bytes split into several texts."""
+    if not any(_too_long(r, limit) for r in replies):
+        return replies  # the common case: nothing near the limit
     out: list[Reply] = []
     for reply in replies:
         if isinstance(reply, TextReply):
@@ -81,3 +81,9 @@ def split_replies(replies: tuple[Reply, ...], limit: int = LIMIT) -> tuple[Reply
         else:
             out.append(reply)
     return tuple(out)
+
+
+def _too_long(reply: Reply, limit: int) -> bool:
+    # a character is at most 4 UTF-8 bytes (an emoji is 4): only a text that could be over is encoded
+    return isinstance(reply, TextReply) and len(reply.content) * 4 > limit and \
+        len(reply.content.encode("utf-8")) > limit

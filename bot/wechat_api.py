@@ -430,6 +430,12 @@ class WeChatAPI:
                 await self.tokens._shared(self.store.set(key, media_id, MEDIA_TTL), None)
             return media_id
 
+    async def with_media(self, reply: Reply) -> Reply:
+        """The reply with its file's media_id (cached, else uploaded): for a passive answer, which cannot
+        upload after the fact. Raises WeChatAPIError."""
+        media = _media_of(reply)
+        return reply if media is None else _with_media_id(reply, await self.media_id(media))
+
     async def upload_image(self, media: MediaFile) -> str:
         """Upload an image through /cgi-bin/media/upload; raises WeChatAPIError."""
         data = await asyncio.to_thread(Path(media.path).read_bytes)

@@ -150,13 +150,17 @@ def test_the_official_account_example_checks_and_chats(monkeypatch, capsys):
     config = str(ROOT / "examples" / "official-account" / "bot.yaml")
     assert main(["check", "--config", config]) == 0
     assert capsys.readouterr().out.startswith("ok: 8 rules in 1 file, 0 templates")
-    monkeypatch.setattr(sys, "stdin", io.StringIO("新书\n人工\n/event SCAN 123\n满意\n"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(
+        "新书\n人工\n/event SCAN 123\n满意\n/event kf_close_session\n满意\n"))
     assert main(["chat", "--config", config]) == 0
     out = capsys.readouterr().out
     assert "rule:  new-books" in out and "answered passively" in out
     assert "agent xiaowang@example" in out
     assert "rule:  qr-store-123" in out
-    assert "收到您的评价：满意" in out
+    # as on the server: while the user is with agents the bot keeps quiet, until the agent closes the session
+    quiet, after = out.split("本次人工服务已结束")
+    assert "the bot stays quiet" in quiet and "收到您的评价" not in quiet
+    assert "the bot answers again" in after and "收到您的评价：满意" in after
 
 
 def test_log_prints_the_conversation_log(tmp_path, capsys):

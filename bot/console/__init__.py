@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..server import RUNTIME
+from ..runtime import RUNTIME
 from . import trying, views
 from .auth import Sessions
 from .pages import CONSOLE, HEADERS, Console, make_env, static_files

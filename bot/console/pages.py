@@ -18,7 +18,7 @@ import jinja2
 from aiohttp import web
 
 from ..errors import StoreError
-from ..server import RUNTIME, Runtime
+from ..runtime import RUNTIME, Runtime
 from .auth import Session, Sessions, same_origin
 
 log = logging.getLogger(__name__)

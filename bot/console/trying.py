@@ -1,26 +1,25 @@
 """Try it: what the live rules would do with a message — without sending, storing or logging anything.
 
-As `kefu chat` does, the message is made up and handed to `decide()` with the live rule set. Given a user's
-openid, that user's conversation state, cooldowns and handoff are read from the store (only read), so the
-answer is the one that user would get now."""
+The message is made up and played through the same conversation turn the server runs (bot/turn.py's
+`dry_turn`: it reads and writes nothing). Given a user's openid, that user's conversation state, cooldowns,
+handoff and send allowance are read from the store, so the answer is the one that user would get now."""
 
 from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from ..chat import vars_of
-from ..engine import decide
+from ..engine.outcome import Plan
 from ..errors import ProtocolError, StoreError
-from ..messages import Decision, Message, Reply
+from ..messages import Decision, Message, Reply, State
 from ..protocol.wire import message_from_fields
-from ..store.state import in_handoff, load_cooldowns, load_state
-from ..textsplit import split_replies
+from ..store import MemoryStore
+from ..turn import Turn, dry_turn
 from .pages import action, page, render, runtime
 
 log = logging.getLogger(__name__)
@@ -43,15 +42,38 @@ _ids = itertools.count(1)
 
 @dataclass
 class Tried:
-    """What the page shows for one try."""
+    """What the page shows for one try: the turn's plan, and what was read about the user."""
 
-    decision: Decision
-    where: str  # file:line of the rule that fired ("" for the fallback)
-    replies: tuple[Reply, ...]  # as they would be sent (long texts split)
-    user: str
-    state: Any = None
-    cooling: list[str] = field(default_factory=list)
-    handoff: bool = False
+    turn: Turn
+    user: str  # "" when no openid was given (a stranger with no records)
+
+    @property
+    def plan(self) -> Plan:
+        return self.turn.plan
+
+    @property
+    def decision(self) -> Decision:
+        return self.turn.plan.decision
+
+    @property
+    def where(self) -> str:
+        return self.decision.where
+
+    @property
+    def replies(self) -> tuple[Reply, ...]:
+        return self.plan.sent  # as they would be sent: long texts split, within the allowance
+
+    @property
+    def state(self) -> State | None:
+        return self.turn.records.state
+
+    @property
+    def cooling(self) -> list[str]:
+        return sorted(self.turn.records.cooling)
+
+    @property
+    def handoff(self) -> bool:
+        return self.turn.records.handoff
 
 
 def make_message(kind: str, text: str, event: str, key: str, user: str, now: float) -> Message:
@@ -79,19 +101,10 @@ def describe(reply: Reply) -> str:
 
 async def try_message(request: web.Request, kind: str, text: str, event: str, key: str, user: str) -> Tried:
     rt = runtime(request)
-    ruleset = rt.rules.current
     now = rt.clock()
     message = make_message(kind, text, event, key, user or TRY_USER, now)
-    state, cooling, handoff = None, {}, False
-    if user:  # read-only: what this user would get now
-        state = await load_state(rt.store, user) if ruleset.uses_state else None
-        cooling = await load_cooldowns(rt.store, user, now) if ruleset.uses_cooldown else {}
-        handoff = bool(rt.settings.handoff.quiet) and not message.is_event and await in_handoff(rt.store, user)
-    decision = decide(ruleset, message, datetime.fromtimestamp(now, rt.settings.timezone), state,
-                      cooling=frozenset(cooling), handoff=handoff)
-    rule = ruleset.rule(decision.rule) if decision.rule else None
-    return Tried(decision, rule.where if rule is not None else "", split_replies(decision.replies),
-                 user, state, sorted(cooling), handoff)
+    store = rt.store if user else MemoryStore()  # no openid: a user the store knows nothing of
+    return Tried(await dry_turn(rt.rules.current, rt.settings, store, message, now), user)
 
 
 def _form(values: dict[str, str], tried: Tried | None = None, error: str = "") -> dict[str, Any]:

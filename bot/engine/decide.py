@@ -65,6 +65,7 @@ def decide(ruleset: RuleSet, message: Message, now: datetime, state: State | Non
         return Decision(rule=None, version=ruleset.version)
     action: Rule | Fallback = rule if rule is not None else _fallback(ruleset, subject)
     name = rule.name if rule is not None else None
+    cooldown, where = (rule.cooldown, rule.where) if rule is not None else (0.0, "")
     rule_info: Mapping[str, Any] = {"name": name, "file": action.file, "line": action.line,
                                     "priority": rule.priority if rule is not None else None}
     context = {"message": message, "match": captures, "vars": ruleset.vars, "now": now,
@@ -78,13 +79,14 @@ def decide(ruleset: RuleSet, message: Message, now: datetime, state: State | Non
         # whatever their code does (truncate(2): AssertionError; a huge repeat: MemoryError, OverflowError).
         # Each is the reply failing to render: a transfer, with the error in the Decision
         return Decision(rule=name, replies=(), transfer=not message.is_event, match=captures,
-                        version=ruleset.version, error=f"{type(exc).__name__}: {exc}")
+                        version=ruleset.version, error=f"{type(exc).__name__}: {exc}", cooldown=cooldown,
+                        where=where)
     transfer = action.transfer and not message.is_event
     if getattr(action, "typing", False) and replies:
         replies = (TypingReply(), *replies)
     return Decision(rule=name, replies=replies, transfer=transfer, match=captures, version=ruleset.version,
                     passive=action.passive, kf_account=action.kf_account if transfer else None,
-                    send_as=action.send_as, state=change)
+                    send_as=action.send_as, state=change, cooldown=cooldown, where=where)
 
 
 def _state_change(spec: StateSpec | None, context: Mapping[str, Any]) -> StateChange | None:

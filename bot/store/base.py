@@ -24,10 +24,10 @@ Status = Literal["pending", "sent", "failed", "unsent"]
 STATUSES: tuple[Status, ...] = ("pending", "sent", "failed", "unsent")
 
 
-# VALUES_NOT_FROZEN: OutboxItem, LogEntry and messages.Decision are values — nothing changes one after it is
+# VALUES_NOT_FROZEN: OutboxItem and LogEntry are values — nothing changes one after it is
 # made — but not frozen dataclasses: a frozen dataclass's __init__ sets each field through object.__setattr__,
-# about five times the cost of a plain slot, and the push path makes several of them per push (3.6 µs for a
-# Decision against 0.6 µs). Make a changed copy (finished(), dataclasses.replace) instead of assigning.
+# about five times the cost of a plain slot, and the push path makes several of them per push (3.6 µs for such
+# a value against 0.6 µs). Make a changed copy (finished(), dataclasses.replace) instead of assigning.
 @dataclass(slots=True)
 class OutboxItem:
     """One reply on its way to one user. `unsent` means it was never tried (no credentials)."""

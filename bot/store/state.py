@@ -4,6 +4,7 @@ ttl. Shared by every instance on the same store."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from ..messages import State, StateChange
 from .base import Store
@@ -72,7 +73,6 @@ def parse_cooldowns(raw: str | None, now: float) -> dict[str, float]:
         return {}
 
 
-async def save_cooldown(store: Store, user: str, cooling: dict[str, float], rule: str, until: float,
-                        now: float) -> None:
-    cooling = {**cooling, rule: until}
-    await store.set(cooldown_key(user), json.dumps(cooling), max(1.0, max(cooling.values()) - now))
+async def save_cooldowns(store: Store, user: str, cooling: Mapping[str, float], now: float) -> None:
+    """Store the user's cooldowns (rule name → until), kept until the last of them ends."""
+    await store.set(cooldown_key(user), json.dumps(dict(cooling)), max(1.0, max(cooling.values()) - now))
