@@ -90,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     ruleset = load_ruleset(settings)
-    found = warnings(ruleset)
+    found = warnings(ruleset, Path(settings.source).resolve().parent)
     for warning in found:
         print(f"warning: {warning}")
     print(f"ok: {_count(len(ruleset.rules), 'rule')} in {_count(len(ruleset.files), 'file')}, "

@@ -91,7 +91,8 @@ def vars_of(reply: Reply) -> dict[str, Any]:
 
 
 def run_chat(ruleset_source: Callable[[], RuleSet], settings: Settings, stdin: TextIO | None = None,
-             stdout: TextIO | None = None, clock: Callable[[], float] = time.time) -> int:
+             stdout: TextIO | None = None, clock: Callable[[], float] = time.time,
+             store: MemoryStore | None = None) -> int:
     """Chat with the rules as the server answers: the same turn (bot/turn.py), on a memory store of its own
     whose clock is the chat's (so state ttls, cooldowns and the quiet after a transfer hold as they would),
     with an outbox that records instead of sending."""
@@ -109,7 +110,7 @@ def run_chat(ruleset_source: Callable[[], RuleSet], settings: Settings, stdin: T
     def now() -> float:
         return clock() + offset
 
-    store = MemoryStore(now)
+    store = store if store is not None else MemoryStore(now)
     loop = asyncio.new_event_loop()
     try:
         while True:
@@ -161,7 +162,7 @@ def show_turn(turn: Turn, stdout: TextIO) -> None:
     for reply in plan.sent:
         print(f"  reply: {describe_reply(reply)}", file=stdout)
     for dropped in plan.dropped:
-        print(f"  dropped: {describe_reply(dropped.reply)}  ({dropped.reason.value})", file=stdout)
+        print(f"  dropped ({dropped.reason.value}): {describe_reply(dropped.reply)}", file=stdout)
     if decision.error:
         print(f"  error: {decision.error}", file=stdout)
     if decision.quiet:

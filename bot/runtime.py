@@ -73,7 +73,7 @@ def build_runtime(settings: Settings, *, ruleset: RuleSet | None = None, store: 
     """Every part the app needs, made now (a RulesError here means the bot cannot start)."""
     ruleset = ruleset if ruleset is not None else load_ruleset(settings)
     holder = RulesHolder(ruleset, clock)
-    store = store if store is not None else open_store(settings.store, settings.source)
+    store = store if store is not None else open_store(settings.store, settings.source, clock)
     retry = retry or RetryPolicy()
     wechat = settings.wechat
     crypto = WeChatCrypto(wechat.encoding_aes_key.reveal(), wechat.appid) if wechat.encoding_aes_key else None

@@ -291,7 +291,8 @@ rules:
     assert "warning: rules/a.yaml:12: rule 'ship-detail' can never fire: rule 'ship'" in out
     assert "promo-again" not in out  # promo cools down: promo-again answers meanwhile
     assert "rules/a.yaml:22: rule 'impossible': its time window can never hold" in out
-    assert "warning: templates/orphan.j2: template never used by a rule" in out
-    assert "_part.j2" not in out and "used.j2: template" not in out
-    assert "unused.png: image never used by a rule" in out
+    assert "warning: templates/orphan.j2:1: template never used by a rule" in out
+    assert "_part.j2" not in out and "used.j2:1: template" not in out
+    assert "warning: media/unused.png:1: image never used by a rule" in out  # from the config's folder
+    assert str(tmp_path) not in out
     assert out.strip().splitlines()[-1].startswith("ok: 8 rules") and out.strip().endswith("5 warnings")

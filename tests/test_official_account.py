@@ -280,3 +280,44 @@ def test_send_as_with_via_passive_is_refused():
     with pytest.raises(RulesError) as info:
         compile_ruleset([SourceFile("rules/r.yaml", source)], platform="official_account")
     assert "rules/r.yaml:6: rule 'r': 'send_as' needs the API" in str(info.value)
+
+
+# ---- a passive image from a local file ------------------------------------------------------------------
+
+IMAGE_RULES = {"img.yaml": """
+rules:
+  - name: chart
+    when: {equals: [尺码]}
+    reply: {image: size-chart.png}
+"""}
+
+
+async def _image_bot(make_bot, tmp_path):
+    from .test_media import PNG
+
+    (tmp_path / "media").mkdir(exist_ok=True)
+    (tmp_path / "media" / "size-chart.png").write_bytes(PNG)
+    return await make_bot(IMAGE_RULES, wechat=OA)
+
+
+async def test_a_passive_image_file_is_uploaded_before_answering_and_then_cached(make_bot, fake, tmp_path):
+    bot = await _image_bot(make_bot, tmp_path)
+    first = fields_of(await (await bot.push(xml_push(text_fields("尺码")))).text())
+    assert first["MsgType"] == "image" and first["Image"]["MediaId"].startswith("UPLOADED_")
+    second = fields_of(await (await bot.push(xml_push(text_fields("尺码")))).text())
+    assert second["Image"]["MediaId"] == first["Image"]["MediaId"]
+    await bot.drain()
+    assert len(fake.calls_to("/cgi-bin/media/upload")) == 1 and fake.sent == []  # once; nothing via the API
+
+
+async def test_a_passive_image_whose_upload_fails_goes_through_the_api_instead(make_bot, fake, tmp_path, caplog):
+    from .fakewechat import Failure
+
+    bot = await _image_bot(make_bot, tmp_path)
+    fake.fail("/cgi-bin/media/upload", Failure(errcode=40005))  # a final error: no quick retry
+    resp = await bot.push(xml_push(text_fields("尺码")))
+    assert await resp.text() == "success"  # never <Image><MediaId /></Image>
+    await bot.drain()
+    assert [s["msgtype"] for s in fake.sent] == ["image"]  # the outbox uploaded it and sent it
+    assert fake.sent[0]["image"]["media_id"].startswith("UPLOADED_")
+    assert any("sending it through the API instead" in r.getMessage() for r in caplog.records)

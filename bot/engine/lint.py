@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from .conditions import Condition, Equals, Keywords, Prefix, TimeIs
@@ -73,12 +74,22 @@ def unused_templates(keys: Iterable[str], names: Mapping[str, str], used: set[st
         if key not in reachable:
             reachable.add(key)
             todo.extend(includes.get(key, ()))
-    return [f"{names.get(key, key)}: template never used by a rule" for key in sorted(set(keys) - reachable)]
+    return [f"{names.get(key, key)}:1: template never used by a rule" for key in sorted(set(keys) - reachable)]
 
 
-def unused_media(media: Mapping[str, Any], used: set[str]) -> list[str]:
-    return [f"{getattr(found, 'path', name)}: image never used by a rule"
+def unused_media(media: Mapping[str, Any], used: set[str], base: Path | None = None) -> list[str]:
+    """Images no rule sends, by their path from the config's folder (`media/old-banner.png:1: …`)."""
+    return [f"{_relative(Path(getattr(found, 'path', name)), base)}:1: image never used by a rule"
             for name, found in sorted(media.items()) if name not in used and not isinstance(found, str)]
+
+
+def _relative(path: Path, base: Path | None) -> str:
+    if base is not None:
+        try:
+            return path.resolve().relative_to(base.resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
 
 
 def never_holds(rules: tuple[Rule, ...]) -> list[str]:
@@ -103,10 +114,11 @@ def _walk(condition: Condition) -> Iterable[Condition]:
         yield from _walk(condition.condition)  # type: ignore[attr-defined]
 
 
-def warnings(ruleset: Any) -> tuple[str, ...]:
-    """Everything kefu check warns about, as `file:line: message` (computed on demand: linear, but not free)."""
+def warnings(ruleset: Any, base: Path | None = None) -> tuple[str, ...]:
+    """Everything kefu check warns about, as `file:line: message` (computed on demand: linear, but not free).
+    `base`: the config's folder, which file names are given from."""
     usage = ruleset.usage
     return (*shadowed(ruleset.rules), *never_holds(ruleset.rules),
             *unused_templates(usage.get("template_names", {}), usage.get("template_names", {}),
                               set(usage.get("used_templates", ())), usage.get("includes", {})),
-            *unused_media(usage.get("media", {}), set(usage.get("used_media", ()))))
+            *unused_media(usage.get("media", {}), set(usage.get("used_media", ())), base))
