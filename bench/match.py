@@ -27,7 +27,7 @@ from bot.engine.decide import find_rule
 from bot.engine.index import merge_automata
 from bot.messages import Message
 from bot.protocol.wire import message_from_fields
-from bot.reload import load_ruleset
+from bot.sources import load_ruleset
 
 from .corpus import write_corpus
 

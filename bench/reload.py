@@ -24,8 +24,8 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.config import load_settings
-from bot.reload import load_ruleset
 from bot.server import RUNTIME, create_app
+from bot.sources import load_ruleset
 
 from .corpus import write_corpus
 

@@ -900,7 +900,7 @@ class Suite:
         from bot.config import load_settings
         from bot.engine.decide import find_rule
         from bot.protocol.wire import message_from_fields, parse_fields
-        from bot.reload import load_ruleset
+        from bot.sources import load_ruleset
 
         out = []
         for n in counts:

@@ -31,8 +31,8 @@ def _load(args: argparse.Namespace) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from .reload import load_ruleset
     from .server import create_app
+    from .sources import load_ruleset
     from .workers import WorkersError, check_shared, listen, run_workers
 
     setup_logging(args.log_format, args.log_level)
@@ -86,7 +86,7 @@ def _event_loop(choice: str):
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .engine.lint import warnings
-    from .reload import load_ruleset
+    from .sources import load_ruleset
 
     settings = _load(args)
     ruleset = load_ruleset(settings)
@@ -103,8 +103,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     """Run the rule tests (rules/*.test.yaml) against the rules as the server would load them."""
     from datetime import datetime as _datetime
 
-    from .reload import load_ruleset
     from .ruletest import load_cases, run_case, test_files
+    from .sources import load_ruleset
 
     settings = _load(args)
     ruleset = load_ruleset(settings)
@@ -145,7 +145,7 @@ def _count(n: int, word: str) -> str:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from .chat import run_chat
-    from .reload import load_ruleset
+    from .sources import load_ruleset
 
     settings = _load(args)
     return run_chat(lambda: load_ruleset(settings), settings)

@@ -36,7 +36,7 @@ from .engine.outcome import AnswerKind, Plan
 from .errors import Problem, RulesError
 from .messages import Message, Reply, State, TextReply
 from .protocol.wire import message_from_fields
-from .reload import display_name
+from .sources import display_name
 from .store import MemoryStore
 from .store.state import load_state
 from .turn import Recorder, take_turn

@@ -29,7 +29,8 @@ from .metrics import Metrics, SharedMetrics
 from .outbox import Outbox
 from .protocol.crypto import WeChatCrypto
 from .protocol.push import PushCodec
-from .reload import Reloader, RulesHolder, load_ruleset
+from .reload import Reloader, RulesHolder
+from .sources import load_ruleset
 from .store import Store, open_store
 from .store.health import StoreHealth
 from .watch import watch

@@ -31,10 +31,10 @@ from bot.config import load_settings
 from bot.engine.outcome import Plan
 from bot.messages import TextReply
 from bot.protocol.wire import message_from_fields
-from bot.reload import load_ruleset
 from bot.ruletest import Case, load_cases, run_case
 from bot.runtime import RUNTIME
 from bot.server import create_app
+from bot.sources import load_ruleset
 from bot.store import MemoryStore
 from bot.store.state import load_state
 from bot.turn import dry_turn

@@ -28,7 +28,7 @@ from bot.messages import (
     VoiceMessage,
 )
 from bot.protocol.wire import message_from_fields
-from bot.reload import load_ruleset
+from bot.sources import load_ruleset
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2024, 6, 1, 14, 30, 5, tzinfo=ZoneInfo("Asia/Shanghai"))

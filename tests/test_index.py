@@ -381,7 +381,8 @@ def test_with_many_small_automata_merged_the_index_finds_what_the_loop_finds(rul
 
 async def test_a_reload_goes_live_with_the_automata_merged(tmp_path, monkeypatch):
     from bot.config import load_settings
-    from bot.reload import build, load_ruleset
+    from bot.reload import build
+    from bot.sources import load_ruleset
 
     from .helpers import write_bot
 

@@ -6,7 +6,7 @@ import pytest
 
 from bot.config import load_settings
 from bot.errors import RulesError
-from bot.reload import load_ruleset
+from bot.sources import load_ruleset
 
 from .fakewechat import Failure
 from .helpers import text_fields, write_bot, xml_push

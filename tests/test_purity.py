@@ -17,6 +17,8 @@ PURE_MODULES = [
     "bot.protocol.signature",
     "bot.config",
     "bot.reload",
+    "bot.sources",
+    "bot.engine.outcome",  # plan(): what a push means, decided without I/O
 ]
 
 

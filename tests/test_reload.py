@@ -259,7 +259,7 @@ async def test_a_build_that_crashes_is_refused_and_the_watch_goes_on(live, fake,
 def test_a_file_not_in_utf8_names_the_line_of_its_first_bad_byte(tmp_path):
     from bot.config import load_settings
     from bot.errors import RulesError
-    from bot.reload import load_ruleset
+    from bot.sources import load_ruleset
 
     config = write_bot(tmp_path, {"a.yaml": rules_file(rule("hello", "你好", "v1"))})
     (tmp_path / "rules" / "b.yaml").write_bytes(rules_file(rule("bye", "再见", "再见")).encode("gbk"))
@@ -390,7 +390,7 @@ async def test_every_push_is_decided_by_one_complete_rule_set(make_bot, fake, tm
 
 async def test_sources_changing_while_read_are_read_again(tmp_path, monkeypatch):
     """A reload never compiles a file caught in the middle of being written."""
-    import bot.reload as reload_module
+    import bot.sources as reload_module
     from bot.config import load_settings
 
     write_bot(tmp_path, {"a.yaml": rules_file(rule("hello", "你好", "v1"))})
@@ -476,7 +476,7 @@ def test_a_retired_rule_set_is_freed_without_the_cycle_collector(tmp_path):
     import gc
 
     from bot.config import load_settings
-    from bot.reload import load_ruleset
+    from bot.sources import load_ruleset
 
     write_bot(tmp_path, {"a.yaml": rules_file(rule("a", "你好", "{{ vars.shop_name }}"),
                                               "  - name: b\n    when: {equals: [b]}\n"

@@ -1,5 +1,5 @@
 """Rule files and templates → one immutable RuleSet, or a RulesError that lists every problem as
-`file:line: message`. Pure: the caller reads the files (see bot/reload.py) and passes their text in."""
+`file:line: message`. Pure: the caller reads the files (see bot/sources.py) and passes their text in."""
 
 from __future__ import annotations
 
