@@ -186,14 +186,14 @@ async def handle_push(request: web.Request) -> web.Response:
     first, future = rt.dedupe.claim(message.dedupe_key)
     if not first:
         try:
-            answer = await asyncio.wait_for(asyncio.shield(future), RETRY_WAIT)
+            earlier: Answer = await asyncio.wait_for(asyncio.shield(future), RETRY_WAIT)
         except TimeoutError:
-            answer = SUCCESS
+            earlier = SUCCESS
         rt.metrics.retries += 1
         log.info("push retried: rid=%s user=%s type=%s answer=%s (no second run)",
                  logs.request_id(message.dedupe_key), short_user(message.from_user), type_label(message),
-                 answer.kind.value)
-        return answer.response()
+                 earlier.kind.value)
+        return earlier.response()
     answer: Answer | None = None
     try:
         shared = await _shared_answer(rt, message.dedupe_key)

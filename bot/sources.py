@@ -72,7 +72,7 @@ def _rule_paths(folder: Path) -> list[Path]:
 
 def _template_paths(folder: Path) -> list[Path]:
     """Every template file under the folder, recursively, hidden files and folders aside."""
-    out = []
+    out: list[Path] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         out.extend(Path(root) / f for f in sorted(files)

@@ -31,9 +31,9 @@ def find_rule(ruleset: RuleSet, message: Message, now: datetime, state: State | 
     for rule in ruleset.rules:
         if (cooling and rule.name in cooling) or (handoff and not rule.during_handoff):
             continue
-        captures = rule.when.test(subject)
-        if captures is not None:
-            return rule, captures, subject
+        found = rule.when.test(subject)
+        if found is not None:
+            return rule, found, subject
     return None, {}, subject
 
 

@@ -100,11 +100,13 @@ def plan(decision: Decision, message: Message, records: UserRecords, settings: S
         allowed, window, save = _within_allowance(() if as_passive else replies, message, records, settings, now,
                                                   dropped)
         replies = replies if as_passive else allowed
+    reply: Reply | None = None
+    sends: tuple[Reply, ...] = ()
     if as_passive:
-        answer, reply, sends = AnswerKind.PASSIVE, replies[0], ()
+        answer, reply = AnswerKind.PASSIVE, replies[0]
     else:
         answer = AnswerKind.TRANSFER if decision.transfer else AnswerKind.SUCCESS
-        reply, sends = None, replies
+        sends = replies
     return Plan(decision, answer, reply, sends, tuple(dropped), decision.state,
                 _cooling(decision, records, now), _handoff(answer, message, settings), window, save)
 

@@ -197,7 +197,7 @@ class MemoryStore:
         return out
 
     async def outbox_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for item in self._items.values():
             counts[item.status] += 1
         return counts

@@ -25,7 +25,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import fields
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -272,7 +272,8 @@ class RedisStore:
     async def outbox_users(self, limit: int = 1000) -> list[str]:
         if limit <= 0:
             return []
-        return [u.decode() for u in await self._redis.zrange(f"{self._out}users", 0, limit - 1)]
+        users = cast(list[bytes], await self._redis.zrange(f"{self._out}users", 0, limit - 1))
+        return [u.decode() for u in users]
 
     @guarded
     async def outbox_items(self, status: Status | None = None, user: str | None = None,
@@ -302,7 +303,7 @@ class RedisStore:
         ids_key, counts_key = f"{self._out}ids", f"{self._out}counts"
         removed, after = 0, "-inf"
         while True:
-            ids = await self._redis.zrange(ids_key, after, "+inf", byscore=True, offset=0, num=SCAN)
+            ids = cast(list[bytes], await self._redis.zrange(ids_key, after, "+inf", byscore=True, offset=0, num=SCAN))
             if not ids:
                 return removed
             n, stop = await self._run("purge", [ids_key, counts_key], [self._items, repr(float(before)), *ids])
@@ -348,8 +349,8 @@ class RedisStore:
         found: list[LogEntry] = []
         offset, low = 0, "-inf" if since is None else repr(float(since))
         while len(found) < limit:  # newest first, a page at a time, until `limit` entries match
-            page = await self._redis.zrange(f"{self.prefix}log", "+inf", low, desc=True, byscore=True,
-                                            offset=offset, num=SCAN)
+            page = cast(list[bytes], await self._redis.zrange(f"{self.prefix}log", "+inf", low, desc=True,
+                                                              byscore=True, offset=offset, num=SCAN))
             for member in page:
                 entry = LogEntry(**json.loads(member[member.index(b":") + 1:]))
                 if (user is None or entry.user == user) and (rule is None or entry.rule == rule):
