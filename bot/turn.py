@@ -20,7 +20,7 @@ from .config import Settings
 from .engine import RuleSet, decide
 from .engine.outcome import NOBODY, AnswerKind, Handoff, Plan, UserRecords, plan
 from .errors import StoreError
-from .messages import ImageReply, Message, Reply
+from .messages import Decision, ImageReply, Message, Reply
 from .outbox import short_user
 from .store import LogEntry, Store
 from .store.state import (
@@ -78,7 +78,7 @@ class Turn:
     store_error: StoreError | None = None  # a record write after the replies were stored failed
 
     @property
-    def decision(self):  # noqa: ANN201 - the Decision
+    def decision(self) -> Decision:
         return self.plan.decision
 
 
@@ -131,7 +131,7 @@ async def take_turn(ruleset: RuleSet, settings: Settings, store: Store, message:
     records = await load_records(store, ruleset, settings, message, now)
     the_plan = decide_and_plan(ruleset, settings, message, records, now)
     if the_plan.passive is not None and media is not None and _has_file(the_plan.passive):
-        the_plan = await _with_media(the_plan, message, records, settings, now, media)
+        the_plan = await _with_media(the_plan, the_plan.passive, message, records, settings, now, media)
     user = message.from_user
     if the_plan.save_allowance:
         await allowance.save(store, user, the_plan.allowance, now)
@@ -160,14 +160,13 @@ def _has_file(reply: Reply) -> bool:
     return isinstance(reply, ImageReply) and reply.file is not None and not reply.media_id
 
 
-async def _with_media(the_plan: Plan, message: Message, records: UserRecords, settings: Settings, now: float,
-                      media: MediaResolver) -> Plan:
+async def _with_media(the_plan: Plan, passive: Reply, message: Message, records: UserRecords, settings: Settings,
+                      now: float, media: MediaResolver) -> Plan:
     """A passive image from a local file needs its media_id in the answer: uploaded (or cached) within the
     push's time; if that fails, the image goes through the API after the answer instead."""
-    assert the_plan.passive is not None
     try:
         async with asyncio.timeout(PASSIVE_UPLOAD_SECONDS):
-            return dataclasses.replace(the_plan, passive=await media(the_plan.passive))
+            return dataclasses.replace(the_plan, passive=await media(passive))
     except Exception as exc:  # WeChatAPIError, a timeout, the network: the API path retries on its own
         log.warning("passive image for %s not uploaded in time (%s): sending it through the API instead",
                     short_user(message.from_user), type(exc).__name__ if isinstance(exc, TimeoutError) else exc)
