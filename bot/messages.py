@@ -1,6 +1,7 @@
 """What users send (Message and its kinds) and what the bot sends back (Reply and its kinds).
 
-Every message and reply type, and the Decision, is a frozen dataclass with domain names. A message also
+Every message and reply type is a frozen dataclass with domain names (the Decision, one per push, an
+equally immutable NamedTuple). A message also
 keeps every field as it was received in `fields`, so that a field WeChat adds tomorrow is still there for
 rules and templates.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -293,9 +294,12 @@ class StateChange:
     ttl: float = 600.0
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the engine decided for one message; engine/outcome.py's plan() says what it means for the push."""
+class Decision(NamedTuple):
+    """What the engine decided for one message; engine/outcome.py's plan() says what it means for the push.
+
+    Immutable, like every value here, but a NamedTuple rather than a frozen dataclass: one is made per push,
+    and a frozen dataclass sets each of its fields through object.__setattr__ — about ten times the cost
+    (7 µs against 0.6 µs for this one, measured)."""
 
     rule: str | None  # the rule that fired; None when the fallback answered
     replies: tuple[Reply, ...] = ()

@@ -15,8 +15,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 RETRY_WAIT = 4.0  # how long a retried push waits for the first delivery's answer
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """The HTTP answer to a push, kept so that retries of the same push get exactly the same bytes."""
+class Answer(NamedTuple):
+    """The HTTP answer to a push, kept so that retries of the same push get exactly the same bytes (immutable;
+    a NamedTuple for the cost of making one per push: see messages.Decision)."""
 
     body: bytes
     content_type: str
@@ -58,7 +58,7 @@ class Answer:
         return web.Response(body=self.body, headers=headers)
 
     def to_bytes(self) -> bytes:
-        return f"{self.kind.value}\n{self.content_type}\n".encode() + self.body
+        return f"{self.kind}\n{self.content_type}\n".encode() + self.body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Answer:
@@ -67,6 +67,7 @@ class Answer:
 
 
 _HEADERS: dict[str, dict[str, str]] = {}
+_TRANSFER, _PASSIVE = AnswerKind.TRANSFER, AnswerKind.PASSIVE  # module globals: see engine/outcome.py
 SUCCESS = Answer(b"success", "text/plain", AnswerKind.SUCCESS)
 DEDUPE_TTL = 300.0  # seconds a push's answer is kept for WeChat's retries (it retries within ~15 s)
 SHARED_POLL = 0.05  # seconds between looks for another instance's answer
@@ -192,7 +193,7 @@ async def handle_push(request: web.Request) -> web.Response:
         rt.metrics.retries += 1
         log.info("push retried: rid=%s user=%s type=%s answer=%s (no second run)",
                  logs.request_id(message.dedupe_key), short_user(message.from_user), type_label(message),
-                 earlier.kind.value)
+                 earlier.kind)
         return earlier.response()
     answer: Answer | None = None
     try:
@@ -202,17 +203,17 @@ async def handle_push(request: web.Request) -> web.Response:
             rt.metrics.retries += 1
             log.info("push retried to this instance: rid=%s user=%s type=%s answer=%s (decided elsewhere)",
                      logs.request_id(message.dedupe_key), short_user(message.from_user), type_label(message),
-                     answer.kind.value)
+                     answer.kind)
         else:
             answer = await _handle_message(rt, push, started)
     except StoreError as exc:
         rt.health.failed(exc)
         answer = _safe_answer(rt, push)
-        rt.metrics.safe(type_label(message), answer.kind.value, time.perf_counter() - started)
+        rt.metrics.safe(type_label(message), answer.kind, time.perf_counter() - started)
     except Exception:
         log.exception("push from %s could not be handled; answering safely", short_user(message.from_user))
         answer = _safe_answer(rt, push)
-        rt.metrics.safe(type_label(message), answer.kind.value, time.perf_counter() - started)
+        rt.metrics.safe(type_label(message), answer.kind, time.perf_counter() - started)
     finally:  # retries waiting on this push get the same answer, even if this handler was cancelled
         rt.dedupe.settle(message.dedupe_key, future, answer if answer is not None else _safe_answer(rt, push))
     return answer.response()
@@ -237,16 +238,16 @@ async def _shared_answer(rt: Runtime, key: str) -> Answer | None:
 
 def _transfer(rt: Runtime, push: Push, kf_account: str | None = None) -> Answer:
     body, content_type = rt.codec.seal(push, transfer_fields(push.message, int(rt.clock()), kf_account))
-    return Answer(body, content_type, AnswerKind.TRANSFER)
+    return Answer(body, content_type, _TRANSFER)
 
 
 def _answer(rt: Runtime, push: Push, plan: Plan) -> Answer:
     """The plan's answer in the push's own format (encrypted for an encrypted push)."""
-    if plan.answer is AnswerKind.TRANSFER:
+    if plan.answer is _TRANSFER:
         return _transfer(rt, push, plan.kf_account)
     if plan.passive is not None:  # an official account's answer carries the reply itself
         body, content_type = rt.codec.seal(push, passive_fields(push.message, plan.passive, int(rt.clock())))
-        return Answer(body, content_type, AnswerKind.PASSIVE)
+        return Answer(body, content_type, _PASSIVE)
     return SUCCESS
 
 
@@ -283,19 +284,19 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
         rt.health.ok()
     else:
         rt.health.failed(error)
-    label = type_label(message)
+    label = turn.label
     seconds = time.perf_counter() - started
-    rt.metrics.push(label, answer.kind.value, decision.rule, message.is_event,
-                    answer.kind is AnswerKind.TRANSFER, seconds, decision.error is not None)
+    rt.metrics.push(label, answer.kind, decision.rule, message.is_event,
+                    answer.kind is _TRANSFER, seconds, decision.error is not None)
     if log.isEnabledFor(logging.INFO):
         rid, user = logs.request_id(message.dedupe_key), short_user(message.from_user)
         aes = " (aes)" if push.encrypted else ""
         replies = len(plan.sent)
         logs.info(log, f"push rid={rid} user={user} type={label}{aes} rule={decision.label} "
-                       f"version={decision.version} replies={replies} answer={answer.kind.value} "
+                       f"version={decision.version} replies={replies} answer={answer.kind} "
                        f"latency={seconds * 1000:.1f}ms",
                   lambda: {"rid": rid, "user": user, "type": label, "aes": push.encrypted, "rule": decision.rule,
-                           "version": decision.version, "replies": replies, "answer": answer.kind.value,
+                           "version": decision.version, "replies": replies, "answer": answer.kind,
                            "latency_ms": round(seconds * 1000, 2)})
     return answer
 

@@ -72,7 +72,11 @@ def _prefix(text: str, budget: int) -> str:
 
 def split_replies(replies: tuple[Reply, ...], limit: int = LIMIT) -> tuple[Reply, ...]:
     """The replies with every text longer than `limit` UTF-8 bytes split into several texts."""
-    if not any(_too_long(r, limit) for r in replies):
+    for reply in replies:  # a character is at most 4 UTF-8 bytes (an emoji is 4): only a text that could be
+        if isinstance(reply, TextReply) and len(reply.content) * 4 > limit and \
+                len(reply.content.encode("utf-8")) > limit:  # over the limit is encoded
+            break
+    else:
         return replies  # the common case: nothing near the limit
     out: list[Reply] = []
     for reply in replies:
@@ -81,9 +85,3 @@ def split_replies(replies: tuple[Reply, ...], limit: int = LIMIT) -> tuple[Reply
         else:
             out.append(reply)
     return tuple(out)
-
-
-def _too_long(reply: Reply, limit: int) -> bool:
-    # a character is at most 4 UTF-8 bytes (an emoji is 4): only a text that could be over is encoded
-    return isinstance(reply, TextReply) and len(reply.content) * 4 > limit and \
-        len(reply.content.encode("utf-8")) > limit

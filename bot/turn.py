@@ -9,11 +9,10 @@ for the same message and records, so a rule set that passes `kefu test` behaves 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from . import allowance, logs
 from .config import Settings
@@ -36,6 +35,7 @@ from .store.state import (
 )
 
 log = logging.getLogger(__name__)
+_TRANSFER = AnswerKind.TRANSFER  # a module global: see engine/outcome.py
 
 PASSIVE_UPLOAD_SECONDS = 2.0  # a passive image's upload must leave the push time within WeChat's 5 s
 
@@ -68,13 +68,13 @@ class Recorder:
         return None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Turn:
+class Turn(NamedTuple):
     """What one message did."""
 
     message: Message
     records: UserRecords  # as read before the turn
     plan: Plan
+    label: str = ""  # the message's type for logs and metrics (type_label)
     store_error: StoreError | None = None  # a record write after the replies were stored failed
 
     @property
@@ -108,28 +108,24 @@ async def load_records(store: Store, ruleset: RuleSet, settings: Settings, messa
                        allowance=allowance.parse(next(values)) if quota else None)
 
 
-def decide_and_plan(ruleset: RuleSet, settings: Settings, message: Message, records: UserRecords,
-                    now: float) -> Plan:
-    """The pure half of a turn."""
-    decision = decide(ruleset, message, datetime.fromtimestamp(now, settings.timezone), records.state,
-                      cooling=frozenset(records.cooling), handoff=records.handoff)
-    return plan(decision, message, records, settings, now)
-
-
 async def dry_turn(ruleset: RuleSet, settings: Settings, store: Store, message: Message, now: float) -> Turn:
     """What `take_turn` would do now, read from the store, with nothing written, sent or logged."""
-    records = await load_records(store, ruleset, settings, message, now)
-    return Turn(message, records, decide_and_plan(ruleset, settings, message, records, now))
+    return await take_turn(ruleset, settings, store, message, now, outbox=None)
 
 
 async def take_turn(ruleset: RuleSet, settings: Settings, store: Store, message: Message, now: float, *,
-                    outbox: Outbound, journal: Journal | None = None,
+                    outbox: Outbound | None, journal: Journal | None = None,
                     media: MediaResolver | None = None) -> Turn:
     """Play one message: read, decide, plan, then store the replies in the outbox (before the push is
     answered) and remember what the answer means. Raises StoreError if the replies could not be stored;
-    a failed write after that is in `Turn.store_error` (the answer and the replies stand)."""
+    a failed write after that is in `Turn.store_error` (the answer and the replies stand). Without an
+    outbox, the turn stops after planning: nothing is written, sent or logged (dry_turn)."""
     records = await load_records(store, ruleset, settings, message, now)
-    the_plan = decide_and_plan(ruleset, settings, message, records, now)
+    decision = decide(ruleset, message, datetime.fromtimestamp(now, settings.timezone), records.state,
+                      cooling=frozenset(records.cooling), handoff=records.handoff)
+    the_plan = plan(decision, message, records, settings, now)
+    if outbox is None:
+        return Turn(message, records, the_plan, type_label(message))
     if the_plan.passive is not None and media is not None and _has_file(the_plan.passive):
         the_plan = await _with_media(the_plan, the_plan.passive, message, records, settings, now, media)
     user = message.from_user
@@ -137,23 +133,25 @@ async def take_turn(ruleset: RuleSet, settings: Settings, store: Store, message:
         await allowance.save(store, user, the_plan.allowance, now)
     if the_plan.sends:
         await outbox.submit(user, the_plan.sends, message.dedupe_key, the_plan.decision.send_as)
+    label = type_label(message)
     if journal is not None:
-        journal.add(*entries(the_plan, message, now))
+        journal.add(*entries(the_plan, message, label, now))
     if the_plan.dropped:
         log.warning("%d repl%s to %s dropped: %s", len(the_plan.dropped), "y" if len(the_plan.dropped) == 1
                     else "ies", short_user(user), "; ".join(sorted({d.reason.value for d in the_plan.dropped})))
     try:  # the replies are stored: from here on, a store failure must not change the answer
         if the_plan.state is not None:
             await save_state(store, user, the_plan.state)
-        if the_plan.handoff is Handoff.START:
-            await start_handoff(store, user, settings.handoff.quiet)
-        elif the_plan.handoff is Handoff.END:
-            await end_handoff(store, user)
+        if the_plan.handoff is not None:
+            if the_plan.handoff is Handoff.START:
+                await start_handoff(store, user, settings.handoff.quiet)
+            else:
+                await end_handoff(store, user)
         if the_plan.cooling is not None:
             await save_cooldowns(store, user, the_plan.cooling, now)
     except StoreError as exc:
-        return Turn(message, records, the_plan, exc)  # this step's state or cooldown is lost
-    return Turn(message, records, the_plan)
+        return Turn(message, records, the_plan, label, exc)  # this step's state or cooldown is lost
+    return Turn(message, records, the_plan, label)
 
 
 def _has_file(reply: Reply) -> bool:
@@ -166,27 +164,27 @@ async def _with_media(the_plan: Plan, passive: Reply, message: Message, records:
     push's time; if that fails, the image goes through the API after the answer instead."""
     try:
         async with asyncio.timeout(PASSIVE_UPLOAD_SECONDS):
-            return dataclasses.replace(the_plan, passive=await media(passive))
+            return the_plan._replace(passive=await media(passive))
     except Exception as exc:  # WeChatAPIError, a timeout, the network: the API path retries on its own
         log.warning("passive image for %s not uploaded in time (%s): sending it through the API instead",
                     short_user(message.from_user), type(exc).__name__ if isinstance(exc, TimeoutError) else exc)
         return plan(the_plan.decision, message, records, settings, now, passive=False)
 
 
-def entries(the_plan: Plan, message: Message, now: float) -> list[LogEntry]:
+def entries(the_plan: Plan, message: Message, label: str, now: float) -> list[LogEntry]:
     """The conversation log's lines for a push: what the user sent and the rule, a transfer or a passive
     answer, and the replies dropped (API sends are logged by the outbox when they are sent or fail)."""
     decision, user = the_plan.decision, message.from_user
     rule = decision.rule or ""
-    out = [LogEntry(now, user, "push", type_label(message), message.text or "", rule,
-                    detail=decision.error or "")]
-    if the_plan.answer is AnswerKind.TRANSFER:
-        out.append(LogEntry(now, user, "transfer", type_label(message), "", rule, detail=decision.kf_account or ""))
+    out = [LogEntry(now, user, "push", label, message.text or "", rule, detail=decision.error or "")]
+    if the_plan.answer is _TRANSFER:
+        out.append(LogEntry(now, user, "transfer", label, "", rule, detail=decision.kf_account or ""))
     elif the_plan.passive is not None:
         out.append(LogEntry(now, user, "sent", the_plan.passive.kind, getattr(the_plan.passive, "content", ""),
                             rule, 0, "passive"))
-    out.extend(LogEntry(now, user, "failed", d.reply.kind, getattr(d.reply, "content", ""), rule,
-                        errcode=d.errcode, detail=f"dropped: {d.reason.value}") for d in the_plan.dropped)
+    if the_plan.dropped:
+        out.extend(LogEntry(now, user, "failed", d.reply.kind, getattr(d.reply, "content", ""), rule,
+                            errcode=d.errcode, detail=f"dropped: {d.reason.value}") for d in the_plan.dropped)
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .. import allowance
 from ..config import Settings
@@ -20,7 +21,7 @@ from ..messages import Decision, Message, Reply, State, StateChange, TypingReply
 from ..textsplit import split_replies
 
 
-class AnswerKind(enum.Enum):
+class AnswerKind(enum.StrEnum):  # a str: logs and metrics take it as it is
     """What the HTTP answer to a push says."""
 
     SUCCESS = "success"  # replies (if any) go out through the customer-service API
@@ -36,6 +37,12 @@ class DropReason(enum.Enum):
 class Handoff(enum.Enum):
     START = "start"  # the user is now with human agents: the bot stays quiet for handoff.quiet
     END = "end"  # an agent closed the session: the bot answers again
+
+
+# The members as module globals for the code that runs on every push: looking a member up on its Enum class
+# goes through EnumType's attribute lookup, about 1,000 instructions each time.
+_SUCCESS, _TRANSFER, _PASSIVE = AnswerKind.SUCCESS, AnswerKind.TRANSFER, AnswerKind.PASSIVE
+_START, _END = Handoff.START, Handoff.END
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +68,7 @@ class UserRecords:
 NOBODY = UserRecords()  # nothing to read: rules without state or cooldowns, no quota, no handoff quiet
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):  # immutable; a NamedTuple, as Decision is (one per push: see messages.Decision)
     decision: Decision
     answer: AnswerKind
     passive: Reply | None = None  # AnswerKind.PASSIVE: the reply in the HTTP answer
@@ -83,7 +89,7 @@ class Plan:
 
     @property
     def kf_account(self) -> str | None:
-        return self.decision.kf_account if self.answer is AnswerKind.TRANSFER else None
+        return self.decision.kf_account if self.answer is _TRANSFER else None
 
 
 def plan(decision: Decision, message: Message, records: UserRecords, settings: Settings, now: float, *,
@@ -93,7 +99,7 @@ def plan(decision: Decision, message: Message, records: UserRecords, settings: S
     replies = split_replies(decision.replies)  # texts over ~2,000 bytes become several messages
     as_passive = passive and decision.passive and len(replies) == 1
     dropped: list[Dropped] = []
-    if not as_passive:
+    if not as_passive and len(replies) > settings.outbox.per_push:
         replies = _cap(replies, settings.outbox.per_push, dropped)
     window, save = records.allowance, False
     if settings.quota.enabled:  # every push may open WeChat's send allowance; a passive answer uses none of it
@@ -103,18 +109,24 @@ def plan(decision: Decision, message: Message, records: UserRecords, settings: S
     reply: Reply | None = None
     sends: tuple[Reply, ...] = ()
     if as_passive:
-        answer, reply = AnswerKind.PASSIVE, replies[0]
+        answer, reply = _PASSIVE, replies[0]
     else:
-        answer = AnswerKind.TRANSFER if decision.transfer else AnswerKind.SUCCESS
+        answer = _TRANSFER if decision.transfer else _SUCCESS
         sends = replies
-    return Plan(decision, answer, reply, sends, tuple(dropped), decision.state,
-                _cooling(decision, records, now), _handoff(answer, message, settings), window, save)
+    # what the answer means for the user's next messages (inline: this runs for every push)
+    cooling = {**records.cooling, decision.rule: now + decision.cooldown} \
+        if decision.cooldown and decision.rule is not None else None
+    handoff = None
+    if settings.handoff.quiet:
+        if answer is _TRANSFER:
+            handoff = _START
+        elif message.is_event and getattr(message, "event", "") == "kf_close_session":
+            handoff = _END  # the agent closed the session: the bot answers again
+    return Plan(decision, answer, reply, sends, tuple(dropped), decision.state, cooling, handoff, window, save)
 
 
 def _cap(replies: tuple[Reply, ...], limit: int, dropped: list[Dropped]) -> tuple[Reply, ...]:
     """At most `limit` messages for one push: an operator's template can never queue a thousand."""
-    if limit <= 0 or len(replies) <= limit:
-        return replies
     kept: list[Reply] = []
     count = 0
     for reply in replies:
@@ -141,19 +153,3 @@ def _within_allowance(replies: tuple[Reply, ...], message: Message, records: Use
     dropped.extend(Dropped(r, DropReason.ALLOWANCE) for r in messages[granted:])
     kept = set(map(id, messages[:granted]))
     return tuple(r for r in replies if (isinstance(r, TypingReply) and granted) or id(r) in kept), after, save
-
-
-def _cooling(decision: Decision, records: UserRecords, now: float) -> Mapping[str, float] | None:
-    if decision.rule is None or not decision.cooldown:
-        return None
-    return {**records.cooling, decision.rule: now + decision.cooldown}
-
-
-def _handoff(answer: AnswerKind, message: Message, settings: Settings) -> Handoff | None:
-    if not settings.handoff.quiet:
-        return None
-    if answer is AnswerKind.TRANSFER:
-        return Handoff.START
-    if message.is_event and getattr(message, "event", "") == "kf_close_session":
-        return Handoff.END  # the agent closed the session: the bot answers again
-    return None

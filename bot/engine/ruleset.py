@@ -39,10 +39,10 @@ class Rule:
     cooldown: float = 0.0  # seconds: answer the same user at most once per period (0: always)
     typing: bool = False  # show "typing…" before the replies
     during_handoff: bool = False  # may answer while the user is with human agents
+    where: str = field(init=False, compare=False)  # file:line, made once (a Decision carries it per push)
 
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "where", f"{self.file}:{self.line}")
 
 
 @dataclass(frozen=True, slots=True)
