@@ -35,7 +35,7 @@ class DropReason(enum.Enum):
 
 class Handoff(enum.Enum):
     START = "start"  # the user is now with human agents: the bot stays quiet for handoff.quiet
-    END = "end"  # an agent closed the session: the bot answers again
+    END = "end"  # the quiet is over: the bot answers again (see _handoff)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +108,7 @@ def plan(decision: Decision, message: Message, records: UserRecords, settings: S
         answer = AnswerKind.TRANSFER if decision.transfer else AnswerKind.SUCCESS
         sends = replies
     return Plan(decision, answer, reply, sends, tuple(dropped), decision.state,
-                _cooling(decision, records, now), _handoff(answer, message, settings), window, save)
+                _cooling(decision, records, now), _handoff(answer, decision, message, settings), window, save)
 
 
 def _cap(replies: tuple[Reply, ...], limit: int, dropped: list[Dropped]) -> tuple[Reply, ...]:
@@ -149,11 +149,15 @@ def _cooling(decision: Decision, records: UserRecords, now: float) -> Mapping[st
     return {**records.cooling, decision.rule: now + decision.cooldown}
 
 
-def _handoff(answer: AnswerKind, message: Message, settings: Settings) -> Handoff | None:
+def _handoff(answer: AnswerKind, decision: Decision, message: Message, settings: Settings) -> Handoff | None:
     if not settings.handoff.quiet:
         return None
     if answer is AnswerKind.TRANSFER:
         return Handoff.START
-    if message.is_event and getattr(message, "event", "") == "kf_close_session":
-        return Handoff.END  # the agent closed the session: the bot answers again
+    event = getattr(message, "event", "")
+    if decision.end_handoff or event == "kf_close_session" or (
+            settings.handoff.end_on_enter and event == "user_enter_tempsession"):
+        # a rule's end_handoff (the user's own words), the agent closing the session, or the user entering the
+        # session again (handoff.end_on_enter: mini programs get no kf_close_session)
+        return Handoff.END
     return None

@@ -238,7 +238,8 @@ class ReplyCompiler:
         return None
 
     def choice(self, check: Checker, value: Any, line: int, where: str) -> ReplyTemplate | None:
-        """`choice:` a list of replies, one of which is sent; a mapping's `weight` (default 1) weighs it."""
+        """`choice:` a list of replies, one of which is sent; a mapping's `weight` (default 1) weighs it. `weight:
+        0` keeps an alternative in the file but off (compiled and checked, never picked)."""
         if not isinstance(value, YamlList) or len(value) < 2:
             check.add(line, f"{where}: 'choice' is a list of at least two replies")
             return None
@@ -248,15 +249,22 @@ class ReplyCompiler:
             for i, option in enumerate(value):
                 option_line = value.line_of(i)
                 weight = option.get("weight", 1) if isinstance(option, YamlMap) else 1
-                if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-                    check.add(option_line, f"{where}: a choice's 'weight' is a positive number")
+                if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < float("inf"):
+                    check.add(option_line, f"{where}: a choice's 'weight' is a number, 0 or more (0: never "
+                                           "picked)")
                     continue
                 compiled = self.reply(check, option, option_line, where)
                 if compiled is not None:
                     options.append((compiled[0], float(weight)))
         finally:
             self._in_choice = False
-        return ChoiceTemplate(tuple(options)) if len(options) == len(value) else None
+        if len(options) != len(value):
+            return None
+        if not any(weight for _, weight in options):
+            check.add(line, f"{where}: every alternative of this 'choice' has weight 0; give at least one a "
+                            "weight above 0")
+            return None
+        return ChoiceTemplate(tuple(option for option in options if option[1]))  # the ones that can be picked
 
     def template_reply(self, check: Checker, value: Any, line: int, where: str) -> ReplyTemplate | None:
         if not isinstance(value, str) or not value.strip():

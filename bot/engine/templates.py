@@ -38,7 +38,7 @@ class Compiled:
 
 
 # The names every template sees.
-CONTEXT_NAMES = ("message", "match", "vars", "now", "rule", "state")
+CONTEXT_NAMES = ("message", "match", "vars", "now", "rule", "state", "hours")
 
 Key = tuple[str | None, str]  # (template file name or None for an inline template, source)
 
