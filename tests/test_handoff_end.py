@@ -57,7 +57,8 @@ async def test_a_rule_with_end_handoff_brings_the_bot_back(make_bot, fake):
     bot = await make_bot(RULES)
     assert await say(bot, fake, "人工", 1) == ("transfer", ["正在转接"])
     assert await say(bot, fake, "你好", 2) == ("success", [])  # quiet
-    assert await say(bot, fake, "机器人！", 3) == ("success", ["好的，我回来了，请问有什么可以帮您？"])  # heard in the quiet
+    # heard in the quiet, and ends it
+    assert await say(bot, fake, "机器人！", 3) == ("success", ["好的，我回来了，请问有什么可以帮您？"])
     assert not await in_handoff(bot.runtime.store, USER)
     assert await say(bot, fake, "你好", 4) == ("success", ["您好"])
 
@@ -181,7 +182,8 @@ def test_kefu_test_plays_the_ways_out(tmp_path):
 
 
 async def test_a_reload_takes_a_changed_window(make_bot, fake, tmp_path):
-    rules = {"a.yaml": "rules:\n  - name: hours\n    when: {equals: [几点]}\n    reply: '客服时间：{{ hours.service }}'\n"}
+    rules = {"a.yaml": "rules:\n  - name: hours\n    when: {equals: [几点]}\n"
+                       "    reply: '客服时间：{{ hours.service }}'\n"}
     bot = await make_bot(rules, config=CONFIG + "hours:\n  service: {hours: '09:00-21:00'}\n")
     assert await say(bot, fake, "几点", 51) == ("success", ["客服时间：每天 09:00-21:00"])
     config = tmp_path / "bot.yaml"

@@ -209,7 +209,8 @@ def test_a_changed_window_is_a_new_rule_set_version():
 
 def test_weight_zero_is_never_picked():
     ruleset = rules("rules:\n  - name: r\n    when: {equals: [你好]}\n    reply:\n      choice:\n"
-                    "        - 您好！\n        - {text: 双十一快乐！, weight: 0}\n        - {text: 您好呀～, weight: 2}\n")
+                    "        - 您好！\n        - {text: 双十一快乐！, weight: 0}\n"
+                    "        - {text: 您好呀～, weight: 2}\n")
     seen = {decide(ruleset, text("你好"), MONDAY_10, random=lambda r=r: r / 100).replies[0].content
             for r in range(100)}
     assert seen == {"您好！", "您好呀～"}

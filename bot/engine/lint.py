@@ -163,8 +163,8 @@ def beyond_allowance(rules: tuple[Rule, ...], fallbacks: tuple[Fallback, ...], q
 
     if not quota.enabled:
         return []
-    base = {"to_user": "", "from_user": "", "create_time": 0, "fields": {}}
-    user = allowance.opened(None, TextMessage(msg_type="text", content="", **base), 0.0, quota, platform)
+    user = allowance.opened(None, TextMessage(to_user="", from_user="", create_time=0, fields={}, msg_type="text",
+                                              content=""), 0.0, quota, platform)
     out = []
     actions: list[tuple[str, str, Rule | Fallback, frozenset[str]]] = [
         (r.where, f"rule '{r.name}'", r, _events(r.when)) for r in rules]
@@ -173,12 +173,14 @@ def beyond_allowance(rules: tuple[Rule, ...], fallbacks: tuple[Fallback, ...], q
         sends = len(action.replies)
         if action.passive or sends <= 1:
             continue
-        for event in sorted(events) or [None]:
+        kinds: list[str | None] = [*sorted(events)] or [None]  # None: a user's message
+        for event in kinds:
             if event is None:
                 allowed, why = user, f"a user's message allows {quota.per_message} sends within " \
                                      f"{_span(quota.message_window)} (quota.per_message)"
             else:
-                message = EventMessage(msg_type="event", event=event, **base)
+                message = EventMessage(to_user="", from_user="", create_time=0, fields={}, msg_type="event",
+                                       event=event)
                 allowed = allowance.opened(None, message, 0.0, quota, platform)
                 why = f"{event} allows {quota.per_event} sends within {_span(quota.event_window)} (quota.per_event)"
             if allowed is not None and sends > allowed.left:
