@@ -5,6 +5,7 @@ changed named window."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -165,7 +166,7 @@ tests:
 """
 
 
-def test_kefu_test_plays_the_ways_out(tmp_path):
+async def test_kefu_test_plays_the_ways_out(tmp_path):
     write_bot(tmp_path, RULES)
     (tmp_path / "rules" / "a.test.yaml").write_text(TESTS, encoding="utf-8")
     from bot.config import load_settings
@@ -176,8 +177,9 @@ def test_kefu_test_plays_the_ways_out(tmp_path):
     zone = ZoneInfo("Asia/Shanghai")
     now = datetime(2026, 12, 1, 10, 0, tzinfo=zone)
     cases = load_cases(tmp_path / "rules" / "a.test.yaml", tmp_path, zone)
-    assert [run_case(ruleset, case, now) for case in cases] == [[], []]
-    kept = run_case(ruleset, cases[1], now, end_on_enter=False)  # the quiet holds: the last step is quiet
+    assert [await run_case(ruleset, case, now, settings) for case in cases] == [[], []]
+    kept = await run_case(ruleset, cases[1], now, replace(settings, handoff=replace(settings.handoff,
+                                                                                    end_on_enter=False)))
     assert len(kept) == 1 and "expected rule 'hello', got 'fallback'" in kept[0].what
 
 

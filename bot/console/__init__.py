@@ -3,8 +3,8 @@ live rules, read a user's conversation, retry or drop failed replies, reload the
 
 `setup(app)` adds its routes; `create_app` calls it only when `admin.token` is set (without a token /admin is
 404). Pages are rendered on the server and work without JavaScript. The bearer-token JSON endpoints
-`GET /admin/status` and `POST /admin/reload` stay as they are (and `POST /admin/handoff/end`, registered here,
-works the same way); the console's own reload button posts to `/admin/rules/reload`.
+`GET /admin/status` and `POST /admin/reload` stay as they are; the console's own reload button posts to
+`/admin/rules/reload`.
 
 Routes (all under /admin; every page needs a session, every POST its CSRF token — see auth.py):
     GET  /admin                     → /admin/rules
@@ -55,8 +55,7 @@ def setup(app: web.Application) -> None:
     router.add_get("/admin/outbox", views.outbox)
     router.add_post("/admin/outbox/{id}/retry", views.retry)
     router.add_post("/admin/outbox/{id}/drop", views.drop)
-    router.add_post("/admin/conversations/end-handoff", handoff.end_quiet_action)
-    router.add_post("/admin/handoff/end", handoff.end_quiet_api)  # bearer token, like /admin/status
+    router.add_post("/admin/conversations/end-handoff", handoff.end_quiet)
     router.add_get("/admin/rules/reload", views.reload_page)
     router.add_post("/admin/rules/reload", views.reload_now)
     router.add_get("/admin/static/{name}", static)
