@@ -339,3 +339,12 @@ def test_kefu_check_says_where_a_bot_yaml_window_is_wrong(tmp_path, capsys):
     assert main(["check", "--config", str(tmp_path / "bot.yaml")]) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path / 'bot.yaml'}:" in err and "hours: 'business': hours: '9-18' is not an hour range" in err
+
+
+def test_kefu_test_shows_the_replies_the_allowance_drops(tmp_path, capsys):
+    write_bot(tmp_path, {"a.yaml": "rules:\n  - name: welcome\n    when: {event: user_enter_tempsession}\n"
+                                   "    reply: [一, 二, 三]\n"})
+    (tmp_path / "rules" / "a.test.yaml").write_text(
+        "tests:\n  - name: 进入客服\n    steps:\n      - event: user_enter_tempsession\n"
+        "        expect: {rule: welcome, reply: [一, 二, 三], sent: [一, 二], dropped: [三]}\n", encoding="utf-8")
+    assert main(["test", "--config", str(tmp_path / "bot.yaml")]) == 0, capsys.readouterr().out
