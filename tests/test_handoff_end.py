@@ -18,23 +18,17 @@ from bot.store.state import in_handoff
 
 from .helpers import USER, event_fields, text_fields, write_bot, xml_push
 from .test_console import csrf_of, login
+from .test_manners import RULES as MANNERS
 
 ADMIN = "end-handoff-admin-t0ken"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 CONFIG = f"admin:\n  token: {ADMIN}\n"
-RULES = {"a.yaml": """
-rules:
-  - name: human
-    when: {equals: [人工]}
-    reply: 正在转接
-    transfer: true
+# test_manners' rules (人工 transfers, 你好 answers 您好), and the ways out of the quiet
+RULES = {"a.yaml": MANNERS["a.yaml"] + """
   - name: back-to-bot
     when: {equals: [机器人, 返回]}
     reply: 好的，我回来了，请问有什么可以帮您？
     end_handoff: true
-  - name: hello
-    when: {equals: [你好]}
-    reply: 您好
   - name: welcome
     when: {event: user_enter_tempsession}
     reply: 欢迎回来
