@@ -184,6 +184,19 @@ def test_a_window_the_rules_do_not_know_is_refused_with_its_line():
         "rules/a.yaml:4: rule 'r': 'time': no time window named 'business'; name windows under 'hours:' in bot.yaml"]
 
 
+def test_a_template_naming_a_window_bot_yaml_lacks_is_refused_with_its_line():
+    assert problems("rules:\n  - name: r\n    when: {equals: [a]}\n    reply: '{{ hours.busines }}'\n",
+                    WINDOWS) == ["rules/a.yaml:4: rule 'r': reply uses hours.busines, a time window bot.yaml does not "
+                                 "name; bot.yaml names business, evening, holidays (did you mean 'business'?)"]
+    with pytest.raises(RulesError) as info:
+        compile_ruleset([SourceFile("rules/a.yaml", "rules:\n  - name: r\n    when: {equals: [a]}\n"
+                                                    "    reply: {template: t.j2}\n")],
+                        [SourceFile("templates/t.j2", "营业时间：\n{{ hours.service | upper }}", "t.j2")])
+    assert [str(p) for p in info.value.problems] == [
+        "templates/t.j2:2: template uses hours.service, a time window bot.yaml does not name; name windows under "
+        "'hours:' in bot.yaml"]
+
+
 @pytest.mark.parametrize("yaml,expected", [
     ("hours:\n  business: {weekdays: mon-fry}\n", "bot.yaml:2: hours: 'business': weekdays: 'mon-fry' is not"),
     ("hours:\n  business: {hour: '09:00-18:00'}\n", "bot.yaml:2: hours: 'business': unknown key 'hour'"),

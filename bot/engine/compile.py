@@ -42,8 +42,6 @@ class SourceFile:
 class _Compiler(ReplyCompiler):
     # ---- rules -----------------------------------------------------------------------------------
 
-    windows: Mapping[str, Condition] = MappingProxyType({})  # bot.yaml's named time windows
-
     def when(self, check: Checker, when: Any, line: int, where: str, mode: bool | str = True) -> Condition | None:
         return compile_when(check, when, line, where, mode, self.windows)
 

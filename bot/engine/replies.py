@@ -84,6 +84,7 @@ class ReplyCompiler:
         self.used_templates: set[str] = set()  # named by a rule, or included by something used
         self.template_includes: dict[str, frozenset[str]] = {}
         self.used_media: set[str] = set()
+        self.windows: Mapping[str, Any] = {}  # bot.yaml's named time windows: what `{{ hours.NAME }}` may name
 
     # ---- templates -------------------------------------------------------------------------------
 
@@ -113,6 +114,12 @@ class ReplyCompiler:
                 check.add(line_of(compiled.name_lines.get(name, 1)),
                           f"{what} uses unknown name '{name}'{did_you_mean(name, CONTEXT_NAMES)}; templates see "
                           f"{', '.join(CONTEXT_NAMES)}")
+        for window, window_line in compiled.hours:
+            if window not in self.windows:
+                named = f"bot.yaml names {', '.join(sorted(self.windows))}{did_you_mean(window, self.windows)}" \
+                    if self.windows else "name windows under 'hours:' in bot.yaml"
+                check.add(line_of(window_line), f"{what} uses hours.{window}, a time window bot.yaml does not "
+                                                f"name; {named}")
         for refs, ref_line in compiled.required:
             if not any(ref in self.template_keys for ref in refs):
                 named = " or ".join(f"'{ref}'" for ref in refs)
