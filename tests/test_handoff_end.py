@@ -164,7 +164,7 @@ async def test_kefu_test_plays_the_ways_out(tmp_path):
     write_bot(tmp_path, RULES)
     (tmp_path / "rules" / "a.test.yaml").write_text(TESTS, encoding="utf-8")
     from bot.config import load_settings
-    from bot.reload import load_ruleset
+    from bot.sources import load_ruleset
 
     settings = load_settings(tmp_path / "bot.yaml")
     ruleset = load_ruleset(settings)
