@@ -144,7 +144,7 @@ def past_dates(rules: tuple[Rule, ...], fallbacks: tuple[Fallback, ...], today: 
     out = []
     for where, what, when in (*((r.where, f"rule '{r.name}'", r.when) for r in rules),
                               *((f"{f.file}:{f.line}", "fallback", f.when) for f in fallbacks if f.when)):
-        for condition in _walk(when):  # type: ignore[arg-type]
+        for condition in _walk(when):
             if isinstance(condition, TimeIs) and condition.dates and all(b < today for _, b in condition.dates):
                 named = f" ('{names[id(condition)]}' in bot.yaml)" if id(condition) in names else ""
                 last = max(b for _, b in condition.dates)
