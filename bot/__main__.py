@@ -85,12 +85,15 @@ def _event_loop(choice: str):
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from datetime import datetime as _datetime
+
     from .engine.lint import warnings
     from .sources import load_ruleset
 
     settings = _load(args)
     ruleset = load_ruleset(settings)
-    found = warnings(ruleset, Path(settings.source).resolve().parent)
+    found = warnings(ruleset, Path(settings.source).resolve().parent, _datetime.now(settings.timezone).date(),
+                     settings.quota)
     for warning in found:
         print(f"warning: {warning}")
     print(f"ok: {_count(len(ruleset.rules), 'rule')} in {_count(len(ruleset.files), 'file')}, "

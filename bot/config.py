@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .errors import ConfigError, Problem
+from .platforms import apply_defaults
 from .yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml, type_name
 
 
@@ -102,13 +103,14 @@ class QuotaSettings:
     enabled: bool = True
     per_message: int = 5  # sends a user's message allows…
     message_window: int = 48 * 3600  # …within this many seconds
-    per_event: int = 2  # sends entering the session (or subscribe/SCAN/CLICK) allows…
+    per_event: int = 2  # sends entering the session (or subscribe/SCAN/CLICK: 3, see platforms.py) allows…
     event_window: int = 60  # …within this many seconds
 
 
 @dataclass(frozen=True, slots=True)
 class HandoffSettings:
     quiet: int = 1800  # seconds the bot stays quiet for a user after handing them to agents (0: never)
+    end_on_enter: bool = True  # user_enter_tempsession ends the quiet (official accounts: false, see platforms.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,7 @@ class Settings:
     log: LogSettings = LogSettings()
     allow_empty_rules: bool = False  # true: no rule files is fine (every message gets the fallback)
     timezone: ZoneInfo = TIMEZONE  # the clock of `time:` conditions and of templates' `now`
+    hours: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # named windows (hours.py)
     source: str = "<defaults>"
 
     @property
@@ -162,7 +165,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
                "per_push": ("positive", 10)},
     "quota": {"enabled": ("bool", True), "per_message": ("positive", 5), "message_window": ("duration", 172800),
               "per_event": ("positive", 2), "event_window": ("duration", 60)},
-    "handoff": {"quiet": ("duration", 1800)},
+    "handoff": {"quiet": ("duration", 1800), "end_on_enter": ("bool", True)},
     "log": {"keep": ("duration", 30 * 86400)},
 }
 _TOP: dict[str, tuple[str, Any]] = {
@@ -173,6 +176,7 @@ _TOP: dict[str, tuple[str, Any]] = {
     "vars": ("map", {}),
     "allow_empty_rules": ("bool", False),
     "timezone": ("zone", "Asia/Shanghai"),
+    "hours": ("windows", {}),
 }
 STORE_SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://")
 RESERVED_PATHS = ("", "/healthz", "/readyz", "/metrics")
@@ -259,6 +263,10 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
         except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
             check.add(line, f"'{key}' must be a time zone name like Asia/Shanghai, not {value!r}")
             return None
+    if kind == "windows":
+        from .hours import parse_windows
+
+        return parse_windows(value, line, check)
     if kind == "duration":
         seconds = parse_duration(value)
         if seconds is None:
@@ -336,6 +344,7 @@ def parse_settings(text: str, filename: str, base: Path,
             section = YamlMap()
         sections[name] = _read(section, fields, check, base, name)
     _cross_check(data, sections, check)
+    apply_defaults(sections["wechat"].get("platform", "miniprogram"), sections)
     if check.problems:
         raise ConfigError(check.problems)
     return Settings(

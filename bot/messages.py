@@ -314,6 +314,7 @@ class Decision(NamedTuple):
     quiet: bool = False  # the user is with human agents: answer success, send nothing
     cooldown: float = 0.0  # seconds the rule that fired now cools down for this user (0: none)
     where: str = ""  # file:line of the rule that fired ("" for the fallback)
+    end_handoff: bool = False  # the rule ends the quiet after a transfer (`end_handoff: true`)
 
     @property
     def label(self) -> str:

@@ -82,7 +82,8 @@ BUILD_SLICE = 0.002  # seconds of building between two turns of the event loop
 RETIRE_AFTER = 60.0  # seconds a replaced rule set stays usable for requests that still hold it
 
 # bot.yaml settings a running bot takes live; every other change is reported as "needs restart".
-LIVE_SETTINGS = ("rules", "templates", "media", "vars", "allow_empty_rules")  # timezone: restart (the server's clock)
+# (timezone: restart, the server's clock)
+LIVE_SETTINGS = ("rules", "templates", "media", "vars", "hours", "allow_empty_rules")
 
 
 def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:

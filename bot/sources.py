@@ -203,7 +203,8 @@ def load_steps(settings: Settings, previous: RuleSet | None = None,
     label = display_name(settings.templates, base) + "/"
     try:
         ruleset = yield from compile_steps(rule_files, template_files, settings.vars, settings.wechat.platform,
-                                           templates_label=label, previous=previous, media=media)
+                                           templates_label=label, previous=previous, media=media,
+                                           windows=settings.hours)
     except RulesError as exc:
         raise RulesError([*problems, *exc.problems]) from None
     if problems:

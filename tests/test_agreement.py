@@ -183,8 +183,9 @@ def _config(tmp_path: Path, home: Path, api_base: str, extra: str) -> Path:
     config.write_text(
         f"wechat:\n  appid: {APPID}\n  secret: {SECRET}\n  token: {TOKEN}\n  api_base: {api_base}\n"
         f"rules: {home / 'rules'}\ntemplates: {home / 'templates'}\nmedia: {home / 'media'}\n"
-        "store: 'memory://'\nvars:\n  shop_name: 测试小店\n  service_hours: 每天 9:00-21:00\n"
-        "  hotline: 400-000-0000\nsecurity:\n  max_timestamp_age: 0\n" + extra, encoding="utf-8")
+        "store: 'memory://'\nvars:\n  shop_name: 测试小店\n  hotline: 400-000-0000\n"
+        "hours:\n  service: {hours: '09:00-21:00'}\n"  # as the bundled bot.yaml names it
+        "security:\n  max_timestamp_age: 0\n" + extra, encoding="utf-8")
     return config
 
 

@@ -308,8 +308,7 @@ def test_one_rule_can_have_several_problems():
     found = problems({A: rule("    priority: x\n    when:\n      keywords: [1, 2]\n    replay: hi\n")})
     assert sorted(found) == sorted([
         "rules/a.yaml:3: rule 'r1': 'priority' must be a whole number",
-        "rules/a.yaml:5: rule 'r1': 'keywords' must be text, not a number (put it in quotes)",
-        "rules/a.yaml:5: rule 'r1': 'keywords' must be text, not a number (put it in quotes)",
+        "rules/a.yaml:5: rule 'r1': 'keywords' must be text, not a number (put them in quotes)",
         "rules/a.yaml:6: rule 'r1': unknown key 'replay' (did you mean 'reply'?)",
         "rules/a.yaml:2: rule 'r1': does nothing; give it a 'reply', 'transfer: true' or a state change",
     ])

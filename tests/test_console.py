@@ -44,7 +44,8 @@ RULES = {
 }
 PAGES = ["/admin", "/admin/rules", "/admin/try", "/admin/conversations", f"/admin/conversations?user={USER}",
          "/admin/outbox", "/admin/rules/reload"]
-POSTS = ["/admin/try", "/admin/outbox/1/retry", "/admin/outbox/1/drop", "/admin/rules/reload", "/admin/logout"]
+POSTS = ["/admin/try", "/admin/outbox/1/retry", "/admin/outbox/1/drop", "/admin/rules/reload", "/admin/logout",
+         "/admin/conversations/end-handoff"]
 
 
 async def login(bot, token: str = ADMIN, **headers: str):

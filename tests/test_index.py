@@ -242,10 +242,10 @@ def test_equals_and_prefix_with_and_without_normalisation():
     assert both(ruleset, text("  AB ")) == ("raw", {"text": "AB"})
     assert both(ruleset, text("ab")) == (None, {})
     # normalised, 【查询】订单 is 查询】订单 (only the ends are trimmed); the rest is in the user's characters
-    assert both(ruleset, text("【查询】订单")) == ("query", {"prefix": "查询", "rest": "】订单"})
-    assert both(ruleset, text("  查询 订单 ")) == ("query", {"prefix": "查询", "rest": "订单"})
+    assert both(ruleset, text("【查询】订单")) == ("query", {"prefix": "查询", "rest": "订单", "rest_raw": "】订单"})
+    assert both(ruleset, text("  查询 订单 ")) == ("query", {"prefix": "查询", "rest": "订单", "rest_raw": " 订单 "})
     assert both(ruleset, text("请查询")) == (None, {})  # 查询 is in the text, not at its start
-    assert both(ruleset, text("  Q: x")) == ("raw-prefix", {"prefix": "Q:", "rest": "x"})
+    assert both(ruleset, text("  Q: x")) == ("raw-prefix", {"prefix": "Q:", "rest": "x", "rest_raw": " x"})
     assert both(ruleset, text("q: x")) == (None, {})
 
 

@@ -53,7 +53,10 @@ def test_choice_is_spread_by_weight():
 
 @pytest.mark.parametrize("reply,message", [
     ("{choice: [只有一个]}", "'choice' is a list of at least two replies"),
-    ("{choice: [a, {text: b, weight: 0}]}", "a choice's 'weight' is a positive number"),
+    ("{choice: [a, {text: b, weight: -1}]}", "a choice's 'weight' is a number, 0 or more (0: never picked)"),
+    ("{choice: [{text: a, weight: 0}, {text: b, weight: 0}]}",
+     "rules/a.yaml:4: rule 'r': every alternative of this 'choice' has weight 0; give at least one a weight above 0"),
+    ("{choice: [a, {text: b, weight: 关}]}", "a choice's 'weight' is a number, 0 or more"),
     ("{choice: [a, {text: b, wieght: 2}]}", "unknown key 'wieght' (did you mean 'weight'?)"),
 ])
 def test_choice_mistakes(reply, message):

@@ -120,9 +120,10 @@ def test_a_prefix_with_symbols_gives_the_rest_in_the_users_characters():
     assert decide(SYMBOLS, text("！／ｓｔａｒｔ　ＡＢＣ"), MONDAY_10).replies[0].content == "ＡＢＣ"
 
 
-def test_prefix_rest_keeps_the_users_characters():
+def test_prefix_rest_keeps_the_users_characters_without_the_separator():
     decision = decide(NORMALIZING, text("发票：ＡＢＣ有限公司"), MONDAY_10)
-    assert decision.replies[0].content == "抬头：：ＡＢＣ有限公司"
+    assert decision.replies[0].content == "抬头：ＡＢＣ有限公司"
+    assert decision.match["rest_raw"] == "：ＡＢＣ有限公司"
 
 
 def test_regex_sees_the_original_text_by_default():

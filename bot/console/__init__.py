@@ -14,6 +14,7 @@ Routes (all under /admin; every page needs a session, every POST its CSRF token 
     GET  /admin/conversations       recent users; ?user=OPENID one user's history; ?rule=NAME a rule's pushes
     GET  /admin/outbox              pending and failed replies
     POST /admin/outbox/{id}/retry   POST /admin/outbox/{id}/drop
+    POST /admin/conversations/end-handoff   end one user's quiet after a transfer (handoff.py)
     GET  /admin/rules/reload        the live version, the last refused edit; POST: reload now
     GET  /admin/static/{name}       the stylesheet and the script
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..runtime import RUNTIME
-from . import trying, views
+from . import handoff, trying, views
 from .auth import Sessions
 from .pages import CONSOLE, HEADERS, Console, make_env, static_files
 
@@ -54,6 +55,7 @@ def setup(app: web.Application) -> None:
     router.add_get("/admin/outbox", views.outbox)
     router.add_post("/admin/outbox/{id}/retry", views.retry)
     router.add_post("/admin/outbox/{id}/drop", views.drop)
+    router.add_post("/admin/conversations/end-handoff", handoff.end_quiet)
     router.add_get("/admin/rules/reload", views.reload_page)
     router.add_post("/admin/rules/reload", views.reload_now)
     router.add_get("/admin/static/{name}", static)

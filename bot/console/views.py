@@ -184,6 +184,8 @@ DONE = {
     "retried": "已重新排队，马上发送。 Queued again: it is being sent now.",
     "dropped": "已删除。 Dropped.",
     "gone": "这条消息已不是“失败”状态（可能已被别人处理）。 That reply is no longer failed (someone else handled it?).",
+    "handoff": "已结束人工接待，机器人会回答这位用户的下一条消息。 The quiet ended: the bot answers this user again.",
+    "nohandoff": "这位用户不在人工接待中。 This user was not with agents.",
     "nosender": "没有配置微信 appid/secret，无法发送。 No WeChat credentials are configured: nothing can be sent.",
 }
 

@@ -22,7 +22,8 @@ from .when import NORMALIZE, compile_when
 
 FILE_KEYS = ("rules", "fallback")
 ACTION_KEYS = ("reply", "transfer", "via", "kf_account", "send_as", "set_state", "ttl", "remember", "clear_state")
-RULE_KEYS = ("name", "when", "priority", "normalize", "cooldown", "during_handoff", "typing", *ACTION_KEYS)
+RULE_KEYS = ("name", "when", "priority", "normalize", "cooldown", "during_handoff", "end_handoff", "typing",
+             *ACTION_KEYS)
 FALLBACK_KEYS = ACTION_KEYS
 DEFAULT_STATE_TTL = 600  # seconds: a conversation state lasts 10 minutes unless the rule says otherwise
 VIA = ("passive", "api")
@@ -42,7 +43,7 @@ class _Compiler(ReplyCompiler):
     # ---- rules -----------------------------------------------------------------------------------
 
     def when(self, check: Checker, when: Any, line: int, where: str, mode: bool | str = True) -> Condition | None:
-        return compile_when(check, when, line, where, mode)
+        return compile_when(check, when, line, where, mode, self.windows)
 
     def rule(self, check: Checker, item: Any, line: int, file: str) -> Rule | None:
         if not isinstance(item, YamlMap):
@@ -75,12 +76,21 @@ class _Compiler(ReplyCompiler):
             cooldown = float(parse_duration(item["cooldown"]) or 0)
             if not cooldown:
                 check.add(item.line_of("cooldown"), f"{where}: 'cooldown' must be a duration like 10m, 1h or 1d")
-        during_handoff = self.flag(check, item, "during_handoff", False, where)
+        end_handoff = self.flag(check, item, "end_handoff", False, where)
+        # a rule that ends the quiet after a transfer must be heard during it
+        during_handoff = self.flag(check, item, "during_handoff", end_handoff, where)
+        if end_handoff and not during_handoff:
+            check.add(item.line_of("during_handoff"), f"{where}: 'end_handoff: true' answers during the quiet after "
+                                                      "a transfer; drop 'during_handoff: false'")
+        if end_handoff and action is not None and action["transfer"]:
+            check.add(item.line_of("end_handoff"), f"{where}: 'end_handoff' brings the user back to the bot; it "
+                                                   "cannot go with 'transfer: true'")
+            return None
         if when is None or action is None:
             return None
         typing = self.flag(check, item, "typing", False, where)
         return Rule(name=name, file=file, line=line, priority=priority, when=when, cooldown=cooldown,
-                    during_handoff=during_handoff, typing=typing, **action)
+                    during_handoff=during_handoff, end_handoff=end_handoff, typing=typing, **action)
 
     def fallbacks(self, check: Checker, value: Any, line: int, file: str) -> tuple[Fallback, ...] | None:
         """`fallback:` is one mapping, or a list of them tried in order, each with an optional `when:`
@@ -204,10 +214,13 @@ def compile_ruleset(
     templates_label: str = "templates/",
     previous: RuleSet | None = None,
     media: Mapping[str, Any] | None = None,
+    windows: Mapping[str, Any] | None = None,
 ) -> RuleSet:
     """Compile everything, or raise RulesError listing every problem found. With `previous` (the rule set
-    being replaced), templates whose source did not change reuse its compiled code."""
-    return run_steps(compile_steps(rule_files, template_files, vars, platform, templates_label, previous, media))
+    being replaced), templates whose source did not change reuse its compiled code. `windows` are bot.yaml's
+    named time windows (bot/hours.py: each with `.condition` and `.text`)."""
+    return run_steps(compile_steps(rule_files, template_files, vars, platform, templates_label, previous, media,
+                                   windows))
 
 
 def run_steps(steps: Generator[None, None, Any]) -> Any:
@@ -227,6 +240,7 @@ def compile_steps(
     templates_label: str = "templates/",
     previous: RuleSet | None = None,
     media: Mapping[str, Any] | None = None,
+    windows: Mapping[str, Any] | None = None,
 ) -> Generator[None, None, RuleSet]:
     """compile_ruleset in small steps: it yields after the templates, before each rule file and each rule, and
     while indexing the rules (engine/index.py). A step is well under a millisecond of work, but for a file's
@@ -235,6 +249,8 @@ def compile_steps(
     compiler = _Compiler(template_files, platform, templates_label,
                          previous.compiled if previous is not None else None)
     compiler.media = dict(media or {})
+    windows = windows or {}
+    compiler.windows = MappingProxyType({name: window.condition for name, window in windows.items()})
     compiler.check_template_files(template_files)
     yield
     problems = compiler.problems
@@ -294,7 +310,8 @@ def compile_steps(
     # what kefu check's warnings need (engine/lint.py computes them only when asked: not on every reload)
     usage = MappingProxyType({
         "template_names": {t.key: t.name for t in template_files}, "used_templates": compiler.used_templates,
-        "includes": compiler.template_includes, "media": compiler.media, "used_media": compiler.used_media})
+        "includes": compiler.template_includes, "media": compiler.media, "used_media": compiler.used_media,
+        "windows": compiler.windows, "platform": platform})
     return RuleSet(
         rules=rules,
         by_name=MappingProxyType({rule.name: rule for rule in rules}),
@@ -305,7 +322,8 @@ def compile_steps(
         uses_state=any(r.state is not None or _reads_state(r.when) for r in (o[3] for o in ordered))
         or any(f.state is not None or (f.when is not None and _reads_state(f.when)) for f in fallbacks or ()),
         vars=MappingProxyType(dict(vars or {})),
-        version=_version(rule_files, template_files, vars, compiler.media),
+        hours=MappingProxyType({name: window.text for name, window in windows.items()}),
+        version=_version(rule_files, template_files, vars, compiler.media, compiler.windows),
         files=tuple(f.name for f in rule_files),
         templates=tuple(sorted(compiler.template_keys)),
         compiled=MappingProxyType(compiler.jinja.compiled),
@@ -323,7 +341,8 @@ def _reads_state(condition: Any) -> bool:
 
 
 def _version(rule_files: Sequence[SourceFile], template_files: Sequence[SourceFile],
-             vars: Mapping[str, Any] | None, media: Mapping[str, Any] | None = None) -> str:
+             vars: Mapping[str, Any] | None, media: Mapping[str, Any] | None = None,
+             windows: Mapping[str, Condition] | None = None) -> str:
     """A digest of everything the rule set is made of: rule files, templates, vars, and the images (by their
     contents' digest, or why they cannot be sent), so that an image replaced under the same name is a change."""
     digest = hashlib.sha256()
@@ -333,6 +352,8 @@ def _version(rule_files: Sequence[SourceFile], template_files: Sequence[SourceFi
                 digest.update(part.encode("utf-8", "surrogatepass"))
                 digest.update(b"\0")
     digest.update(repr(sorted((vars or {}).items(), key=lambda kv: str(kv[0]))).encode("utf-8"))
+    if windows:  # bot.yaml's named windows: a changed window is a new rule set (a reload swaps it in)
+        digest.update(repr(sorted(windows.items())).encode("utf-8"))
     for name, found in sorted((media or {}).items()):
         # not the file's path: instances installed in different folders must agree on the version
         for part in ("media", name, getattr(found, "digest", str(found))):

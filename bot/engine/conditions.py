@@ -147,7 +147,9 @@ class Equals(Condition):
 
 @dataclass(frozen=True, slots=True)
 class Prefix(Condition):
-    """The text starts with one of the prefixes; captures `prefix` and the `rest` after it."""
+    """The text starts with one of the prefixes; captures `prefix`, the `rest` after it without the spaces and
+    punctuation that separate it from the prefix (`发票：上海某某` → `上海某某`), and `rest_raw`, all that
+    follows the prefix exactly as sent."""
 
     prefixes: tuple[str, ...]
     normalized: bool = True
@@ -160,7 +162,7 @@ class Prefix(Condition):
             text = text.lstrip()
             for prefix in self.prefixes:
                 if text.startswith(prefix):
-                    return {"prefix": prefix, "rest": text[len(prefix):].strip()}
+                    return _rest_captures(prefix, text[len(prefix):])
             return None
         folded = subject.folded
         if folded is None:
@@ -170,8 +172,20 @@ class Prefix(Condition):
         lead = leading_trimmable(folded)
         for prefix in self.prefixes:
             if any(folded.startswith(prefix, start) for start in range(lead + 1)):
-                return {"prefix": prefix, "rest": _rest_after(subject.text or "", prefix).strip()}
+                return _rest_captures(prefix, _rest_after(subject.text or "", prefix))
         return None
+
+
+def _rest_captures(prefix: str, raw: str) -> Captures:
+    """`rest` without what separates it from the prefix: spaces, and punctuation other than an opening bracket
+    or quote (`：`, `，`, `-`, `】`; `“上海”` keeps its quotes); the user's own characters otherwise."""
+    start = 0
+    while start < len(raw) and (raw[start].isspace() or unicodedata.category(raw[start]) in _SEPARATORS):
+        start += 1
+    return {"prefix": prefix, "rest": raw[start:].rstrip(), "rest_raw": raw}
+
+
+_SEPARATORS = frozenset(("Po", "Pd", "Pe", "Pf", "Zs"))
 
 
 def _rest_after(original: str, prefix: str) -> str:
@@ -330,6 +344,20 @@ class AllOf(Condition):
                 return None
             captures.update(found)
         return captures
+
+
+@dataclass(frozen=True, slots=True)
+class AllWords(AllOf):
+    """A group of `keywords` (`keywords: [[退款, 订单]]`): every word occurs in the text. Its parts are one-word
+    Keywords, so that the index looks it up by one of them (see engine/index.py). Captures `keyword`, the
+    group's first word, and `keywords`, all of them."""
+
+    def test(self, subject: Subject) -> Captures | None:
+        for condition in self.conditions:
+            if condition.test(subject) is None:
+                return None
+        words = [condition.words[0] for condition in self.conditions]  # type: ignore[attr-defined]
+        return {"keyword": words[0], "keywords": words}
 
 
 @dataclass(frozen=True, slots=True)

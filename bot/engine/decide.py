@@ -68,7 +68,7 @@ def decide(ruleset: RuleSet, message: Message, now: datetime, state: State | Non
     cooldown, where = (rule.cooldown, rule.where) if rule is not None else (0.0, "")
     rule_info: Mapping[str, Any] = {"name": name, "file": action.file, "line": action.line,
                                     "priority": rule.priority if rule is not None else None}
-    context = {"message": message, "match": captures, "vars": ruleset.vars, "now": now,
+    context = {"message": message, "match": captures, "vars": ruleset.vars, "hours": ruleset.hours, "now": now,
                "rule": rule_info, "state": state.as_context() if state is not None else {"name": "none"},
                "_random": random}
     try:
@@ -86,7 +86,8 @@ def decide(ruleset: RuleSet, message: Message, now: datetime, state: State | Non
         replies = (TypingReply(), *replies)
     return Decision(rule=name, replies=replies, transfer=transfer, match=captures, version=ruleset.version,
                     passive=action.passive, kf_account=action.kf_account if transfer else None,
-                    send_as=action.send_as, state=change, cooldown=cooldown, where=where)
+                    send_as=action.send_as, state=change, cooldown=cooldown, where=where,
+                    end_handoff=getattr(action, "end_handoff", False))
 
 
 def _state_change(spec: StateSpec | None, context: Mapping[str, Any]) -> StateChange | None:

@@ -4,12 +4,16 @@ meant — a rule that can never fire, templates and images nothing uses, a time 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from .conditions import Condition, Equals, Keywords, Prefix, TimeIs
-from .ruleset import Rule
+from .conditions import AllOf, AnyOf, Condition, Equals, EventIs, Keywords, Prefix, Regex, TimeIs
+from .ruleset import Fallback, Rule
+
+# One character of each kind users write: a regex found in all of them (`.`, `\S|\s`, `[^\n]`) is taken to match
+# every text, and so beats every later rule that needs a text.
+PROBES = ("a", "Z", "7", "中", "？", "!", " ", "😀", "ｘ", "é", "_", "\t")
 
 
 def shadowed(rules: tuple[Rule, ...]) -> list[str]:
@@ -19,8 +23,15 @@ def shadowed(rules: tuple[Rule, ...]) -> list[str]:
     keywords: dict[tuple[bool, str], list[int]] = {}
     longest = 0
     out = []
+    universal: Rule | None = None  # the first rule whose regex matches every text
     for i, rule in enumerate(rules):
         condition = rule.when
+        if universal is not None and universal.during_handoff == rule.during_handoff and _needs_text(condition):
+            out.append(f"{rule.where}: rule '{rule.name}' can never fire: rule '{universal.name}' "
+                       f"({universal.where}) comes first and its regex matches every text")
+            continue
+        if universal is None and not rule.cooldown and _matches_every_text(condition):
+            universal = rule
         mode = bool(getattr(condition, "normalized", False))
         texts = _texts(condition)
         if texts:
@@ -39,6 +50,26 @@ def shadowed(rules: tuple[Rule, ...]) -> list[str]:
                 keywords.setdefault((mode, word), []).append(i)
                 longest = max(longest, len(word))
     return out
+
+
+def _matches_every_text(condition: Condition) -> bool:
+    """A regex that is found in the empty text is found in every text; one found in a character of every kind,
+    as sent, is taken to be (normalised, a text may be cut down to nothing: `？？`)."""
+    if not isinstance(condition, Regex):
+        return False
+    return any(p.search("") is not None or not condition.normalized and all(p.search(c) for c in PROBES)
+               for p in condition.patterns)
+
+
+def _needs_text(condition: Condition) -> bool:
+    """Whether every message the condition holds for has a text."""
+    if isinstance(condition, Keywords | Equals | Prefix | Regex):
+        return True
+    if isinstance(condition, AnyOf):
+        return all(_needs_text(c) for c in condition.conditions)
+    if isinstance(condition, AllOf):
+        return any(_needs_text(c) for c in condition.conditions)
+    return False
 
 
 def _texts(condition: Condition) -> tuple[str, ...]:
@@ -106,6 +137,76 @@ def never_holds(rules: tuple[Rule, ...]) -> list[str]:
     return out
 
 
+def past_dates(rules: tuple[Rule, ...], fallbacks: tuple[Fallback, ...], today: date,
+               windows: Mapping[str, Condition]) -> list[str]:
+    """Time windows whose dates are all before `today`: they will never hold again (or, under `not:`, always)."""
+    names = {id(window): name for name, window in windows.items()}
+    out = []
+    for where, what, when in (*((r.where, f"rule '{r.name}'", r.when) for r in rules),
+                              *((f"{f.file}:{f.line}", "fallback", f.when) for f in fallbacks if f.when)):
+        for condition in _walk(when):
+            if isinstance(condition, TimeIs) and condition.dates and all(b < today for _, b in condition.dates):
+                named = f" ('{names[id(condition)]}' in bot.yaml)" if id(condition) in names else ""
+                last = max(b for _, b in condition.dates)
+                out.append(f"{where}: {what}: every date of its time window{named} is past (the last was "
+                           f"{last.isoformat()})")
+    return out
+
+
+def beyond_allowance(rules: tuple[Rule, ...], fallbacks: tuple[Fallback, ...], quota: Any,
+                     platform: str) -> list[str]:
+    """Rules with more replies than WeChat's send allowance lets through (bot/allowance.py decides what a push
+    allows): the ones past it would be dropped at serve time. Replies are counted as written (a `choice` is one;
+    a text that renders to nothing is none, a very long one several)."""
+    from .. import allowance  # its policy, read as it is: the engine does not import the store at load time
+    from ..messages import EventMessage, TextMessage
+
+    if not quota.enabled:
+        return []
+    user = allowance.opened(None, TextMessage(to_user="", from_user="", create_time=0, fields={}, msg_type="text",
+                                              content=""), 0.0, quota, platform)
+    out = []
+    actions: list[tuple[str, str, Rule | Fallback, frozenset[str]]] = [
+        (r.where, f"rule '{r.name}'", r, _events(r.when)) for r in rules]
+    actions += [(f"{f.file}:{f.line}", "fallback", f, frozenset()) for f in fallbacks if f.file]
+    for where, what, action, events in actions:
+        sends = len(action.replies)
+        if action.passive or sends <= 1:
+            continue
+        kinds: list[str | None] = [*sorted(events)] or [None]  # None: a user's message
+        for event in kinds:
+            if event is None:
+                allowed, why = user, f"a user's message allows {quota.per_message} sends within " \
+                                     f"{_span(quota.message_window)} (quota.per_message)"
+            else:
+                message = EventMessage(to_user="", from_user="", create_time=0, fields={}, msg_type="event",
+                                       event=event)
+                allowed = allowance.opened(None, message, 0.0, quota, platform)
+                why = f"{event} allows {quota.per_event} sends within {_span(quota.event_window)} (quota.per_event)"
+            if allowed is not None and sends > allowed.left:
+                out.append(f"{where}: {what}: {sends} replies, but {why}; the last {sends - allowed.left} would "
+                           "not be sent")
+    return out
+
+
+def _events(condition: Condition) -> frozenset[str]:
+    """The events a condition requires (`event:`, alone or with other keys); empty when it may hold otherwise."""
+    if isinstance(condition, EventIs):
+        return condition.names
+    if isinstance(condition, AllOf):
+        for part in condition.conditions:
+            if isinstance(part, EventIs):
+                return part.names
+    return frozenset()
+
+
+def _span(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _walk(condition: Condition) -> Iterable[Condition]:
     yield condition
     for inner in getattr(condition, "conditions", ()) or ():
@@ -114,11 +215,16 @@ def _walk(condition: Condition) -> Iterable[Condition]:
         yield from _walk(condition.condition)  # type: ignore[attr-defined]
 
 
-def warnings(ruleset: Any, base: Path | None = None) -> tuple[str, ...]:
+def warnings(ruleset: Any, base: Path | None = None, today: date | None = None,
+             quota: Any = None) -> tuple[str, ...]:
     """Everything kefu check warns about, as `file:line: message` (computed on demand: linear, but not free).
-    `base`: the config's folder, which file names are given from."""
+    `base`: the config's folder, which file names are given from; `today` (in bot.yaml's timezone) finds windows
+    in the past; `quota` (bot.yaml's) finds replies past the send allowance."""
     usage = ruleset.usage
     return (*shadowed(ruleset.rules), *never_holds(ruleset.rules),
+            *(past_dates(ruleset.rules, ruleset.fallbacks, today, usage.get("windows", {})) if today else ()),
+            *(beyond_allowance(ruleset.rules, ruleset.fallbacks, quota, usage.get("platform", "miniprogram"))
+              if quota is not None else ()),
             *unused_templates(usage.get("template_names", {}), usage.get("template_names", {}),
                               set(usage.get("used_templates", ())), usage.get("includes", {})),
             *unused_media(usage.get("media", {}), set(usage.get("used_media", ())), base))

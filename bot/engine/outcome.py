@@ -36,7 +36,7 @@ class DropReason(enum.Enum):
 
 class Handoff(enum.Enum):
     START = "start"  # the user is now with human agents: the bot stays quiet for handoff.quiet
-    END = "end"  # an agent closed the session: the bot answers again
+    END = "end"  # the quiet is over: the bot answers again (see _handoff)
 
 
 # The members as module globals for the code that runs on every push: looking a member up on its Enum class
@@ -120,8 +120,8 @@ def plan(decision: Decision, message: Message, records: UserRecords, settings: S
     if settings.handoff.quiet:
         if answer is _TRANSFER:
             handoff = _START
-        elif message.is_event and getattr(message, "event", "") == "kf_close_session":
-            handoff = _END  # the agent closed the session: the bot answers again
+        elif decision.end_handoff or (message.is_event and _ends_quiet(message, settings)):
+            handoff = _END
     return Plan(decision, answer, reply, sends, tuple(dropped), decision.state, cooling, handoff, window, save)
 
 
@@ -153,3 +153,11 @@ def _within_allowance(replies: tuple[Reply, ...], message: Message, records: Use
     dropped.extend(Dropped(r, DropReason.ALLOWANCE) for r in messages[granted:])
     kept = set(map(id, messages[:granted]))
     return tuple(r for r in replies if (isinstance(r, TypingReply) and granted) or id(r) in kept), after, save
+
+
+def _ends_quiet(message: Message, settings: Settings) -> bool:
+    """An event that ends the quiet after a transfer: the agent closing the session, or the user entering the
+    session again (handoff.end_on_enter: mini programs get no kf_close_session). A rule's end_handoff (the
+    user's own words) ends it too."""
+    event = getattr(message, "event", "")
+    return event == "kf_close_session" or (settings.handoff.end_on_enter and event == "user_enter_tempsession")

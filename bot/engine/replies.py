@@ -84,6 +84,7 @@ class ReplyCompiler:
         self.used_templates: set[str] = set()  # named by a rule, or included by something used
         self.template_includes: dict[str, frozenset[str]] = {}
         self.used_media: set[str] = set()
+        self.windows: Mapping[str, Any] = {}  # bot.yaml's named time windows: what `{{ hours.NAME }}` may name
 
     # ---- templates -------------------------------------------------------------------------------
 
@@ -113,6 +114,12 @@ class ReplyCompiler:
                 check.add(line_of(compiled.name_lines.get(name, 1)),
                           f"{what} uses unknown name '{name}'{did_you_mean(name, CONTEXT_NAMES)}; templates see "
                           f"{', '.join(CONTEXT_NAMES)}")
+        for window, window_line in compiled.hours:
+            if window not in self.windows:
+                named = f"bot.yaml names {', '.join(sorted(self.windows))}{did_you_mean(window, self.windows)}" \
+                    if self.windows else "name windows under 'hours:' in bot.yaml"
+                check.add(line_of(window_line), f"{what} uses hours.{window}, a time window bot.yaml does not "
+                                                f"name; {named}")
         for refs, ref_line in compiled.required:
             if not any(ref in self.template_keys for ref in refs):
                 named = " or ".join(f"'{ref}'" for ref in refs)
@@ -238,7 +245,8 @@ class ReplyCompiler:
         return None
 
     def choice(self, check: Checker, value: Any, line: int, where: str) -> ReplyTemplate | None:
-        """`choice:` a list of replies, one of which is sent; a mapping's `weight` (default 1) weighs it."""
+        """`choice:` a list of replies, one of which is sent; a mapping's `weight` (default 1) weighs it. `weight:
+        0` keeps an alternative in the file but off (compiled and checked, never picked)."""
         if not isinstance(value, YamlList) or len(value) < 2:
             check.add(line, f"{where}: 'choice' is a list of at least two replies")
             return None
@@ -248,15 +256,22 @@ class ReplyCompiler:
             for i, option in enumerate(value):
                 option_line = value.line_of(i)
                 weight = option.get("weight", 1) if isinstance(option, YamlMap) else 1
-                if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-                    check.add(option_line, f"{where}: a choice's 'weight' is a positive number")
+                if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < float("inf"):
+                    check.add(option_line, f"{where}: a choice's 'weight' is a number, 0 or more (0: never "
+                                           "picked)")
                     continue
                 compiled = self.reply(check, option, option_line, where)
                 if compiled is not None:
                     options.append((compiled[0], float(weight)))
         finally:
             self._in_choice = False
-        return ChoiceTemplate(tuple(options)) if len(options) == len(value) else None
+        if len(options) != len(value):
+            return None
+        if not any(weight for _, weight in options):
+            check.add(line, f"{where}: every alternative of this 'choice' has weight 0; give at least one a "
+                            "weight above 0")
+            return None
+        return ChoiceTemplate(tuple(option for option in options if option[1]))  # the ones that can be picked
 
     def template_reply(self, check: Checker, value: Any, line: int, where: str) -> ReplyTemplate | None:
         if not isinstance(value, str) or not value.strip():

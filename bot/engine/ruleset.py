@@ -39,6 +39,7 @@ class Rule:
     cooldown: float = 0.0  # seconds: answer the same user at most once per period (0: always)
     typing: bool = False  # show "typing…" before the replies
     during_handoff: bool = False  # may answer while the user is with human agents
+    end_handoff: bool = False  # ends the quiet after a transfer: the bot answers this user again
     where: str = field(init=False, compare=False)  # file:line, made once (a Decision carries it per push)
 
     def __post_init__(self) -> None:
@@ -73,6 +74,7 @@ class RuleSet:
     # the parse tree of every rule file, by (name, text), for the next reload to reuse
     parsed: Mapping[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
     jinja: tuple[Any, ...] = field(default=(), repr=False, compare=False)  # its compiled Jinja templates
+    hours: Mapping[str, str] = field(default_factory=dict)  # bot.yaml's named windows in words, for templates
     uses_state: bool = False  # some rule reads or changes the conversation state (so the server loads it)
     uses_cooldown: bool = False  # some rule has a cooldown (so the server loads the user's cooldowns)
     usage: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # for engine/lint.py

@@ -35,10 +35,12 @@ class Compiled:
     # the templates it cannot do without, with their line: one of the names (`include [a, b]` takes the first
     # that exists) must be there; `include … ignore missing` needs none
     required: tuple[tuple[tuple[str, ...], int], ...] = ()
+    # `{{ hours.NAME }}`: each NAME with its line, for kefu check to find in bot.yaml's windows
+    hours: tuple[tuple[str, int], ...] = ()
 
 
 # The names every template sees.
-CONTEXT_NAMES = ("message", "match", "vars", "now", "rule", "state")
+CONTEXT_NAMES = ("message", "match", "vars", "now", "rule", "state", "hours")
 
 Key = tuple[str | None, str]  # (template file name or None for an inline template, source)
 
@@ -94,6 +96,8 @@ class TemplateCompiler:
                 pieces=pieces,
                 name_lines=_first_lines(ast, names),
                 required=_required(ast),
+                hours=tuple((node.attr, node.lineno) for node in ast.find_all(nodes.Getattr)
+                            if isinstance(node.node, nodes.Name) and node.node.name == "hours"),
             )
         self.compiled[key] = compiled
         template: Template | LazyTemplate

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from datetime import date, time
 from typing import Any
 
 from ..yamlsrc import Checker, YamlList, YamlMap, did_you_mean, type_name
 from .conditions import (
     AllOf,
+    AllWords,
     AnyOf,
     Condition,
     Equals,
@@ -28,7 +30,7 @@ from .conditions import (
 
 TEXT_KEYS = ("keywords", "equals", "prefix", "regex")
 WHEN_KEYS = (*TEXT_KEYS, "event", "msgtype", "event_key", "session_from", "page", "user", "state", "time", "any",
-             "not")
+             "all", "not")
 FIELDS = {"session_from": ("session_from", "session_from"), "page": ("page_path", "page"),
           "user": ("from_user", "user")}
 TIME_KEYS = ("weekdays", "hours", "dates")
@@ -43,15 +45,19 @@ def strings(check: Checker, value: Any, line: int, what: str) -> tuple[str, ...]
     items = value if isinstance(value, list) else [value]
     out: list[str] = []
     before = len(check.problems)
+    wrong: dict[int, list[Any]] = {}  # line → the values that are not text (`[1, 2]` on one line: one problem)
     for i, item in enumerate(items):
         item_line = value.line_of(i) if isinstance(value, YamlList) else line
         if isinstance(item, bool) or not isinstance(item, str):
-            hint = " (put it in quotes)" if isinstance(item, int | float | bool) else ""
-            check.add(item_line, f"{what} must be text, not {type_name(item)}{hint}")
+            wrong.setdefault(item_line, []).append(item)
         elif not item.strip():
             check.add(item_line, f"{what} must not be empty")
         else:
             out.append(item)
+    for item_line, values in wrong.items():
+        quotable = all(isinstance(v, int | float) for v in values)  # numbers and true/false
+        hint = "" if not quotable else " (put it in quotes)" if len(values) == 1 else " (put them in quotes)"
+        check.add(item_line, f"{what} must be text, not {' or '.join(sorted({type_name(v) for v in values}))}{hint}")
     if not out and len(check.problems) == before:
         check.add(line, f"{what} needs at least one value")
     return tuple(out) if out else None
@@ -76,8 +82,13 @@ def patterns(check: Checker, values: tuple[str, ...], node: Any, line: int,
     return tuple(out)
 
 
-def compile_when(check: Checker, when: Any, line: int, where: str, mode: bool | str = True) -> Condition | None:
-    """A `when:` mapping → one Condition (all keys must hold). `mode` is the rule's `normalize`."""
+Windows = Mapping[str, Condition]  # bot.yaml's named time windows (`hours:`), by name
+
+
+def compile_when(check: Checker, when: Any, line: int, where: str, mode: bool | str = True,
+                 windows: Windows | None = None) -> Condition | None:
+    """A `when:` mapping → one Condition (all keys must hold). `mode` is the rule's `normalize`; `windows`
+    are the time windows `time: NAME` may name."""
     if not isinstance(when, YamlMap) or not when:
         check.add(line, f"{where}: 'when' must be a mapping of conditions ({', '.join(WHEN_KEYS)})")
         return None
@@ -86,7 +97,7 @@ def compile_when(check: Checker, when: Any, line: int, where: str, mode: bool | 
     conditions: list[Condition] = []
     for key in WHEN_KEYS:
         if key in when:
-            condition = _one(check, key, when[key], when.line_of(key), where, mode)
+            condition = _one(check, key, when[key], when.line_of(key), where, mode, windows or {})
             if condition is not None:
                 conditions.append(condition)
     if len(check.problems) > before or not conditions:
@@ -94,20 +105,25 @@ def compile_when(check: Checker, when: Any, line: int, where: str, mode: bool | 
     return conditions[0] if len(conditions) == 1 else AllOf(tuple(conditions))
 
 
-def _one(check: Checker, key: str, value: Any, line: int, where: str, mode: bool | str) -> Condition | None:
+def _one(check: Checker, key: str, value: Any, line: int, where: str, mode: bool | str,
+         windows: Windows) -> Condition | None:
     what = f"{where}: '{key}'"
-    if key == "any":
+    if key in ("any", "all"):
         if not isinstance(value, YamlList) or not value:
-            check.add(line, f"{what} is a list of when-blocks, one of which must hold")
+            check.add(line, f"{what} is a list of when-blocks, {'one' if key == 'any' else 'every one'} of which "
+                            "must hold")
             return None
-        blocks = [compile_when(check, block, value.line_of(i), f"{where}: any[{i + 1}]", mode)
+        blocks = [compile_when(check, block, value.line_of(i), f"{where}: {key}[{i + 1}]", mode, windows)
                   for i, block in enumerate(value)]
-        return AnyOf(tuple(b for b in blocks if b is not None)) if all(blocks) else None
+        if not all(blocks):
+            return None
+        return (AnyOf if key == "any" else AllOf)(tuple(b for b in blocks if b is not None))
     if key == "not":
-        inner = compile_when(check, value, line, f"{where}: not", mode)
+        inner = compile_when(check, value, line, f"{where}: not", mode, windows)
         return Not(inner) if inner is not None else None
     if key == "time":
-        return _time(check, value, line, what)
+        return _named_time(check, value, line, what, windows) if not isinstance(value, YamlMap) else \
+            time_window(check, value, line, what)
     if key in ("event_key", "session_from", "page") and isinstance(value, YamlMap):
         check.unknown_keys(value, ("regex",), what)
         sources = strings(check, value.get("regex"), value.line_of("regex"), f"{what} regex")
@@ -116,12 +132,14 @@ def _one(check: Checker, key: str, value: Any, line: int, where: str, mode: bool
             return EventKey(frozenset(), compiled)
         attribute, name = FIELDS[key]
         return FieldIs(attribute, name, frozenset(), compiled)
-    values = strings(check, value, line, what)
-    if values is None:
-        return None
     text_mode = mode is not False
     # folded (case, width), never cut down: `C#` stays `c#`, and is looked for as written
     norm = fold_value if text_mode else (lambda v: v.strip())
+    if key == "keywords" and isinstance(value, YamlList) and any(isinstance(v, list) for v in value):
+        return _keyword_groups(check, value, what, norm if text_mode else (lambda v: v), text_mode)
+    values = strings(check, value, line, what)
+    if values is None:
+        return None
     if key == "keywords":
         return Keywords(tuple(norm(v) if text_mode else v for v in values), text_mode)
     if key == "equals":
@@ -142,7 +160,62 @@ def _one(check: Checker, key: str, value: Any, line: int, where: str, mode: bool
     return FieldIs(attribute, name, frozenset(v.strip() for v in values))
 
 
-def _time(check: Checker, value: Any, line: int, what: str) -> Condition | None:
+def _keyword_groups(check: Checker, value: YamlList, what: str, norm: Any, text_mode: bool) -> Condition | None:
+    """`keywords: [发货, [退款, 订单]]`: a word, or a group (a list) whose words must all occur; the items are
+    alternatives as ever. Runs of single words stay one Keywords (one automaton lookup)."""
+    parts: list[Condition] = []
+    singles: list[str] = []
+    ok = True
+    for i, item in enumerate(value):
+        if not isinstance(item, list):
+            found = strings(check, item, value.line_of(i), what)
+            singles.extend(norm(v) for v in found or ())
+            ok = ok and found is not None
+            continue
+        if not item:
+            check.add(value.line_of(i), f"{what}: a group is a list of words that must all occur, e.g. [退款, 订单]")
+            ok = False
+            continue
+        words = strings(check, item, value.line_of(i), f"{what} group")
+        if words is None or len(words) != len(item):  # a word that is not text: strings() said so
+            ok = False
+            continue
+        if singles:
+            parts.append(Keywords(tuple(singles), text_mode))
+            singles = []
+        parts.append(AllWords(tuple(Keywords((norm(word),), text_mode) for word in words)))
+    if not ok:
+        return None
+    if singles:
+        parts.append(Keywords(tuple(singles), text_mode))
+    return parts[0] if len(parts) == 1 else AnyOf(tuple(parts))
+
+
+def _named_time(check: Checker, value: Any, line: int, what: str, windows: Windows) -> Condition | None:
+    """`time: business` or `time: [business, weekend]`: windows named in bot.yaml's `hours:` (any of them)."""
+    names = strings(check, value, line, what) if isinstance(value, str | YamlList) else None
+    if names is None:
+        if not isinstance(value, str | YamlList):
+            check.add(line, f"{what} is a mapping with {', '.join(TIME_KEYS)}, or the name of a window in "
+                            "bot.yaml's 'hours:'")
+        return None
+    found = []
+    for i, name in enumerate(names):
+        window = windows.get(name.strip())
+        if window is None:
+            named = f"; bot.yaml names {', '.join(sorted(windows))}{did_you_mean(name.strip(), windows)}" \
+                if windows else "; name windows under 'hours:' in bot.yaml"
+            check.add(value.line_of(i) if isinstance(value, YamlList) else line,
+                      f"{what}: no time window named {name.strip()!r}{named}")
+        else:
+            found.append(window)
+    if len(found) != len(names):
+        return None
+    return found[0] if len(found) == 1 else AnyOf(tuple(found))
+
+
+def time_window(check: Checker, value: Any, line: int, what: str) -> TimeIs | None:
+    """A window: `{weekdays, hours, dates}` (each may be left out). Also bot.yaml's named windows (bot/hours.py)."""
     if not isinstance(value, YamlMap) or not value:
         check.add(line, f"{what} is a mapping with {', '.join(TIME_KEYS)}")
         return None
