@@ -348,7 +348,7 @@ async def test_sqlite_data_survives_a_restart(tmp_path):
 async def test_sqlite_migrates_a_version_1_file(tmp_path):
     import sqlite3
 
-    from bot.store.sqlite import MIGRATIONS, SCHEMA_VERSION
+    from bot.store.sqlschema import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
