@@ -5,8 +5,9 @@ lacks, under the write lock (processes opening at once take turns), so a store w
 read by a newer one; a file from a newer kefu is refused, never written to.
 
 Changing the schema: append a step to MIGRATIONS (never edit a released one: files out there have had it),
-raise SCHEMA_VERSION, and check in `tests/fixtures/store-vN.sql` — a store made by the release before the
-change, dumped with `sqlite3 kefu.db .dump` — for tests/test_store_schema.py to open.
+raise SCHEMA_VERSION, and check in `tests/fixtures/store-vN.sql` for the new N — a store with a few rows as
+the new kefu writes it, dumped with `sqlite3 kefu.db .dump`. tests/test_store_schema.py opens every such
+fixture, so each later kefu is tested against the stores each earlier one wrote.
 """
 
 from __future__ import annotations
