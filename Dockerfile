@@ -24,7 +24,8 @@ COPY bot.yaml /etc/kefu/bot.yaml
 COPY rules/ /etc/kefu/rules/
 COPY templates/ /etc/kefu/templates/
 COPY media/ /etc/kefu/media/
-ENV PATH=/opt/kefu/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# KEFU_CONFIG: every kefu command (docker exec kefu kefu log) reads this bot.yaml unless given --config.
+ENV PATH=/opt/kefu/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 KEFU_CONFIG=/etc/kefu/bot.yaml
 # The store: bot.yaml's sqlite:///kefu.db is relative to the working directory, so it lands in the volume.
 WORKDIR /var/lib/kefu
 VOLUME ["/var/lib/kefu"]

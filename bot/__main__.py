@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--config", "-c", default="bot.yaml", help="the bot.yaml to use (default: bot.yaml)")
+        p.add_argument("--config", "-c", default=os.environ.get("KEFU_CONFIG") or "bot.yaml",
+                       help="the bot.yaml to use (default: $KEFU_CONFIG, else bot.yaml)")
         p.add_argument("--log-format", choices=("text", "json"), default="text")
         p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
         return p

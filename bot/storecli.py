@@ -31,7 +31,7 @@ def run_backup(settings: Settings, dest: str) -> int:
     if store is None:
         return 1
     try:
-        copy = backup(store, Path(dest))
+        copy = backup(store, Path(dest), folder=dest.endswith("/"))  # PATH/: a folder, made if need be
     except StoreError as exc:
         print(f"kefu backup: {exc}", file=sys.stderr)
         return 1

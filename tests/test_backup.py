@@ -97,8 +97,8 @@ async def test_restore_puts_the_backup_back_and_keeps_the_store_it_replaced(make
     await store.open()
     await store.set("state:o1", "before")
     await store.close()
-    assert await asyncio.to_thread(main, ["backup", "--config", str(config), str(tmp_path)]) == 0
-    copies = list(tmp_path.glob("kefu-*.db"))  # a folder: a dated copy in it
+    assert await asyncio.to_thread(main, ["backup", "--config", str(config), f"{tmp_path}/backups/"]) == 0
+    copies = list((tmp_path / "backups").glob("kefu-*.db"))  # a folder (made): a dated copy in it
     assert len(copies) == 1 and copies[0].name[5:-3].replace("-", "").isdigit()
     store = open_store(url)
     await store.open()

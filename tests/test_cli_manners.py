@@ -43,6 +43,19 @@ def test_the_top_level_help_shows_every_example():
         assert f"\n  kefu {name} " in text or f"&& kefu {name} " in text, name
 
 
+def test_kefu_config_in_the_environment_is_the_default_config(tmp_path, monkeypatch, capsys):
+    """The container and the systemd unit point KEFU_CONFIG at /etc/kefu/bot.yaml: `docker exec kefu kefu
+    log` needs no --config; --config still wins."""
+    from bot.__main__ import main
+
+    config = write_bot(tmp_path, RULES)
+    monkeypatch.setenv("KEFU_CONFIG", str(config))
+    monkeypatch.chdir(tmp_path.parent)  # no bot.yaml here
+    assert main(["check"]) == 0
+    assert capsys.readouterr().out.startswith("ok: 1 rule in 1 file")
+    assert main(["check", "--config", str(tmp_path / "nope.yaml")]) == 1
+
+
 def _piped_into_head(*args: str, lines: int = 1) -> tuple[int, list[str], str]:
     """`kefu ARGS | head -LINES`: read that much of the output, then close the pipe as head does."""
     with subprocess.Popen([sys.executable, "-m", "bot", *args], cwd=ROOT, stdout=subprocess.PIPE,

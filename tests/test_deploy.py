@@ -60,6 +60,8 @@ def test_the_image_is_slim_python_and_runs_kefu_serve_as_a_user_not_root():
     assert entry == ["/opt/kefu/bin/kefu"]
     args = build_parser().parse_args(cmd)  # a command line the CLI accepts
     assert args.command == "serve" and args.config == f"{CONFIG_DIR}/bot.yaml" and args.host == "0.0.0.0"
+    env = dict(pair.split("=", 1) for args in _final("ENV") for pair in args)
+    assert env["KEFU_CONFIG"] == args.config  # `docker exec kefu kefu log` reads the same bot.yaml
 
 
 def test_every_file_the_dockerfile_copies_exists_and_the_config_lands_where_cmd_reads_it():

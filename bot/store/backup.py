@@ -36,15 +36,16 @@ class Copy:
     replaced: Path | None = None  # restore: where the store it replaced was kept
 
 
-def backup(store: Path, dest: Path, now: float | None = None) -> Copy:
-    """Copy the store at `store` to `dest` (a file, or a folder to get kefu-YYYYmmdd-HHMMSS.db), safely
-    while kefu runs on it."""
-    if dest.is_dir():
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-        dest = dest / f"{store.stem}-{stamp}.db"
+def backup(store: Path, dest: Path, folder: bool = False, now: float | None = None) -> Copy:
+    """Copy the store at `store` to `dest` (a file, or a folder to get kefu-YYYYmmdd-HHMMSS.db: one that
+    exists, or any when `folder`), safely while kefu runs on it."""
     src = _open_existing(store, "rw")  # rw: reading a WAL file may need to write its -shm index
-    part = dest.with_name(dest.name + ".part")
+    part = None
     try:
+        if folder or dest.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            dest = dest / f"{store.stem}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}.db"
+        part = dest.with_name(dest.name + ".part")
         with contextlib.closing(sqlite3.connect(part, isolation_level=None)) as out:
             src.backup(out)  # all pages in one step: one read snapshot
             out.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
@@ -54,8 +55,9 @@ def backup(store: Path, dest: Path, now: float | None = None) -> Copy:
         raise StoreError(f"cannot back up {store} to {dest}: {exc}") from exc
     finally:
         src.close()
-        with contextlib.suppress(OSError):
-            part.unlink()
+        if part is not None:
+            with contextlib.suppress(OSError):
+                part.unlink()
     return Copy(dest, store, schema, dest.stat().st_size)
 
 
