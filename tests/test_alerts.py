@@ -125,8 +125,9 @@ def _alert(rule: dict, at: str, *label_sets: dict[str, str], **labels: str) -> d
     series' labels (an empty value is no label, in Prometheus) and its annotations."""
     alerts = []
     for one in label_sets or (labels,):
-        annotations = {key: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: {**TARGET, **one}.get(m.group(1), ""),
-                                   value) for key, value in rule["annotations"].items()}
+        values = {**TARGET, **one}
+        annotations = {key: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m, v=values: v.get(m.group(1), ""), text)
+                       for key, text in rule["annotations"].items()}
         alerts.append({"exp_labels": {**rule["labels"], **{k: v for k, v in one.items() if v}},
                        "exp_annotations": annotations})
     return {"eval_time": at, "alertname": rule["alert"], "exp_alerts": alerts}
