@@ -26,11 +26,13 @@ COPY templates/ /etc/kefu/templates/
 COPY media/ /etc/kefu/media/
 # KEFU_CONFIG: every kefu command (docker exec kefu kefu log) reads this bot.yaml unless given --config.
 ENV PATH=/opt/kefu/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 KEFU_CONFIG=/etc/kefu/bot.yaml
-# The store: bot.yaml's sqlite:///kefu.db is relative to the working directory, so it lands in the volume.
+# Two volumes: the configuration (bot.yaml, rules/, templates/, media/; mount yours over it, or over each)
+# and the store (bot.yaml's sqlite:///kefu.db is relative to the working directory, so it lands there).
 WORKDIR /var/lib/kefu
-VOLUME ["/var/lib/kefu"]
+VOLUME ["/etc/kefu", "/var/lib/kefu"]
 USER kefu
 EXPOSE 8080
+# The port is bot.yaml's server.port: change both if you change it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["/opt/kefu/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
 # SIGTERM: kefu finishes the pushes in flight, gives sends 5 s, keeps the rest pending in the store and exits

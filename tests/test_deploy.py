@@ -97,7 +97,8 @@ def test_the_image_exposes_the_port_it_serves_and_checks_healthz_there():
     assert f"http://127.0.0.1:{port}/healthz" in health
     assert "/opt/kefu/bin/python" in health  # the slim image has no curl
     workdir, volumes = _final("WORKDIR")[-1][0], [v for args in _final("VOLUME") for v in args]
-    assert workdir in volumes  # sqlite:///kefu.db is relative to the working directory: the store is kept
+    assert sorted(volumes) == sorted([CONFIG_DIR, workdir])  # the configuration, and the store:
+    # sqlite:///kefu.db is relative to the working directory, so the store is kept in the volume
 
 
 def _compose() -> dict:
