@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -54,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     metrics_folder: Path | None = None
 
-    def serve(sock: object | None = None) -> None:
+    def serve(sock: socket.socket | None = None) -> None:
         app = create_app(settings, config=Path(args.config), watch=not args.no_watch, signals=True, tune_gc=True,
                          metrics_folder=metrics_folder)
         web.run_app(app, host=None if sock else settings.server.host, port=None if sock else settings.server.port,
