@@ -1,9 +1,11 @@
 """A store written by an older kefu is read by this one: every fixture in tests/fixtures/store-vN.sql is a
 store as kefu's schema N wrote it (see bot/store/sqlschema.py); this kefu opens it, reads what it holds,
-writes to it, and leaves it with the schema a new file gets."""
+writes to it, and leaves it with the schema a new file gets. tests/fixtures/redis-v1.json is the same for
+the keys of a Redis store."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -14,6 +16,8 @@ from bot.errors import StoreError
 from bot.messages import TextReply
 from bot.store import open_store
 from bot.store.sqlschema import MIGRATIONS, SCHEMA_VERSION
+
+from .stores import flush_prefix, redis_url, require_redis
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RELEASED = sorted(FIXTURES.glob("store-v*.sql"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
@@ -86,3 +90,51 @@ async def test_a_store_from_a_newer_kefu_is_refused_and_left_as_it_is(tmp_path):
     with pytest.raises(StoreError, match=f"schema {SCHEMA_VERSION + 1} is newer than this kefu"):
         await store.open()
     assert path.read_bytes() == before
+
+
+async def _load_redis(url: str, fixture: Path) -> None:
+    import redis.asyncio as aioredis
+
+    prefix = url.split("prefix=", 1)[1]
+    client = aioredis.from_url(url.split("?", 1)[0])
+    try:
+        for key, entry in json.loads(fixture.read_text(encoding="utf-8")).items():
+            if key.startswith("_"):
+                continue
+            name, value = prefix + key, entry["value"]
+            if entry["type"] == "string":
+                await client.set(name, value)
+            elif entry["type"] == "hash":
+                await client.hset(name, mapping=value)
+            elif entry["type"] == "list":
+                await client.rpush(name, *value)
+            else:
+                await client.zadd(name, {member: score for member, score in value})
+            if entry["expires"]:
+                await client.expire(name, 3600)
+    finally:
+        await client.aclose()
+
+
+async def test_a_redis_store_written_by_an_earlier_kefu_is_read():
+    require_redis()
+    url = redis_url()
+    await _load_redis(url, FIXTURES / "redis-v1.json")
+    store = open_store(url, clock=lambda: NOW)
+    await store.open()
+    try:
+        pending = await store.outbox_items(status="pending", user="o-pending")
+        oldest_first = [item.reply for item in reversed(pending)]
+        assert oldest_first == [TextReply("您的订单已发货"), TextReply("还有什么可以帮您？")]
+        assert (await store.outbox_counts())["pending"] == 2
+        assert await store.lane_next("o-pending", "A", 15) == (True, pending[-1])
+        assert await store.get("state:o-pending") == "waiting_order"
+        assert await store.get_answer("answer:push-1") == b"success"
+        assert [e.text for e in await store.log_query(user="o-pending")] == ["我的快递到哪了", "您的订单已发货"]
+        hits = (await store.hits("2027-01-15"))["shipping"]
+        assert (hits.total, hits.today) == (3, 3)
+        added = await store.outbox_add("o-new", (TextReply("新的"),), "push-9", NOW)
+        assert added[0].id == 4  # ids go on from the old ones
+    finally:
+        await store.close()
+        await flush_prefix(url)
