@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -168,3 +169,27 @@ def test_backup_of_a_missing_store_says_so_and_creates_nothing(tmp_path, capsys)
     assert main(["backup", "--config", str(config), str(tmp_path / "copy.db")]) == 1
     assert f"{tmp_path}/kefu.db: no such file" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["bot.yaml", "rules", "templates"]
+
+
+def test_restore_after_a_crash_keeps_the_crashed_stores_last_writes_aside(tmp_path, capsys):
+    """kill -9 leaves the last writes in kefu.db-wal: the store kept aside has them, the restored one not."""
+    url = f"sqlite:///{tmp_path}/kefu.db"
+    config = write_bot(tmp_path, RULES, store=url)
+
+    async def write(value: str) -> None:
+        store = open_store(url)
+        await store.open()
+        await store.set("state:o1", value)
+        await store.close()
+
+    asyncio.run(write("backed up"))
+    assert main(["backup", "--config", str(config), str(tmp_path / "backup.db")]) == 0
+    crash = ("import asyncio, os\nfrom bot.store import open_store\nasync def run():\n"
+             f"    store = open_store({url!r})\n    await store.open()\n    await store.set('state:o1', 'last')\n"
+             "    os._exit(0)  # no close: the write is only in the -wal file\nasyncio.run(run())\n")
+    subprocess.run([sys.executable, "-c", crash], check=True, cwd=ROOT, timeout=60)
+    assert (tmp_path / "kefu.db-wal").stat().st_size > 0
+    assert main(["restore", "--config", str(config), str(tmp_path / "backup.db")]) == 0
+    value = "SELECT value FROM kv WHERE key = 'state:o1'"
+    assert _rows(tmp_path / "kefu.db", value) == [("backed up",)]
+    assert _rows(tmp_path / "kefu.db.before-restore", value) == [("last",)]
