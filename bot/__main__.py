@@ -1,11 +1,16 @@
-"""The kefu command line: serve, check, chat, send. The only place that exits the process."""
+"""The kefu command line: serve, check, chat, test, send, log, backup, restore. The only place that exits the
+process. Exit codes (EXIT_CODES, printed by `kefu --help`): 0 done, 1 a problem was found or the command
+failed, 2 bad usage, 130 interrupted, 141 the output was closed early (piped into head)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -16,6 +21,7 @@ from . import __version__
 from .config import Settings, load_settings
 from .errors import SourceError
 from .logs import setup_logging
+from .storecli import run_backup, run_restore
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -49,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     metrics_folder: Path | None = None
 
-    def serve(sock: object | None = None) -> None:
+    def serve(sock: socket.socket | None = None) -> None:
         app = create_app(settings, config=Path(args.config), watch=not args.no_watch, signals=True, tune_gc=True,
                          metrics_folder=metrics_folder)
         web.run_app(app, host=None if sock else settings.server.host, port=None if sock else settings.server.port,
@@ -234,6 +240,33 @@ def format_log_entry(entry) -> str:
     return "  ".join(parts)
 
 
+# `kefu COMMAND --help` ends with its example (a test checks every command has one).
+EXAMPLES = {
+    "serve": "kefu serve --config /etc/kefu/bot.yaml --host 0.0.0.0 --workers 2",
+    "check": "kefu check --config bot.yaml && systemctl reload kefu",
+    "chat": "kefu chat          (then type: 我的快递到哪了, /event user_enter_tempsession, /help)",
+    "send": "kefu send o9AgO5Kd5ggOC-bXrbNODIiE3bGY 您好，您的订单已发货",
+    "test": "kefu test --time 2026-12-01T20:00",
+    "log": "kefu log --since 1h --rule shipping | less",
+    "backup": "kefu backup /var/backups/kefu/      (a folder: writes kefu-YYYYmmdd-HHMMSS.db in it)",
+    "restore": "systemctl stop kefu && kefu restore /var/backups/kefu/kefu-20261201-030000.db && systemctl start kefu",
+}
+EXIT_CODES = {0: "done", 1: "a problem was found, or the command failed (the message says which)",
+              2: "bad usage (an unknown option or a malformed value)", 130: "interrupted (Ctrl-C)",
+              141: "the output was closed early (e.g. piped into head)"}
+
+
+def _add_examples(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
+    """Give each command's --help its example and the exit codes, and the top-level --help all examples."""
+    codes = "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
+    for name, command in sub.choices.items():
+        example = EXAMPLES.get(name)
+        command.epilog = (f"example:\n  {example}\n\n" if example else "") + codes
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES.values()) + "\n\n" + codes
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kefu", description="A customer-service bot for WeChat.")
     parser.add_argument("--version", action="version", version=f"kefu {__version__}")
@@ -241,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--config", "-c", default="bot.yaml", help="the bot.yaml to use (default: bot.yaml)")
+        p.add_argument("--config", "-c", default=os.environ.get("KEFU_CONFIG") or "bot.yaml",
+                       help="the bot.yaml to use (default: $KEFU_CONFIG, else bot.yaml)")
         p.add_argument("--log-format", choices=("text", "json"), default="text")
         p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
         return p
@@ -271,19 +305,39 @@ def build_parser() -> argparse.ArgumentParser:
     log_cmd.add_argument("--rule", help="only what this rule answered")
     log_cmd.add_argument("--limit", type=int, default=200, help="the newest N entries (default 200)")
     log_cmd.set_defaults(func=cmd_log)
+    backup_cmd = command("backup", "copy the sqlite store to PATH (a file or a folder), safely while kefu runs")
+    backup_cmd.add_argument("path", metavar="PATH", help="a file to write, or a folder to write a dated copy in")
+    backup_cmd.set_defaults(func=lambda args: run_backup(_load(args), args.path))
+    restore_cmd = command("restore", "put the backup at PATH in place of the sqlite store (stop kefu first)")
+    restore_cmd.add_argument("path", metavar="PATH", help="a backup made by kefu backup")
+    restore_cmd.set_defaults(func=lambda args: run_restore(_load(args), args.path))
+    _add_examples(parser, sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)  # inside: `kefu --help | head -3` too
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return code
     except SourceError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `kefu log | head`: the reader has all it wanted
+        _quiet_stdout()
+        return 141
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that Python's own flush at exit does not complain about the closed pipe."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -345,33 +345,6 @@ async def test_sqlite_data_survives_a_restart(tmp_path):
     await again.close()
 
 
-async def test_sqlite_migrates_a_version_1_file(tmp_path):
-    import sqlite3
-
-    from bot.store.sqlite import MIGRATIONS, SCHEMA_VERSION
-
-    path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
-    for sql in MIGRATIONS[0]:
-        db.execute(sql)
-    db.execute("INSERT INTO log (ts, user, kind, msg_type, text, rule, errcode, detail) "
-               "VALUES (1, 'o1', 'push', 'text', 'hi', 'r', NULL, '')")
-    db.execute("PRAGMA user_version = 1")
-    db.commit()
-    db.close()
-    store = open_store(f"sqlite:///{path}")
-    await store.open()
-    try:
-        assert [e.text for e in await store.log_query()] == ["hi"]  # kept
-        await store.hits_add({"r": (1, 2.0)}, "2027-01-15")
-        assert (await store.hits("2027-01-15"))["r"].today == 1
-    finally:
-        await store.close()
-    db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-    db.close()
-
-
 async def test_redis_sets_expiry_and_uses_its_prefix():
     require_redis()
     import redis.asyncio as aioredis

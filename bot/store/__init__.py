@@ -21,10 +21,10 @@ from .memory import MemoryStore
 def open_store(url: str, source: str = "bot.yaml", clock: Callable[[], float] = time.time) -> Store:
     if url.startswith("memory://"):
         return MemoryStore(clock)
-    if url.startswith("sqlite:///"):
+    if (path := sqlite_path(url)) is not None:
         from .sqlite import SqliteStore
 
-        return SqliteStore(url[len("sqlite:///"):] or "kefu.db", clock)
+        return SqliteStore(path, clock)
     if url.startswith(("redis://", "rediss://")):
         from .redis import RedisStore
 
@@ -33,6 +33,11 @@ def open_store(url: str, source: str = "bot.yaml", clock: Callable[[], float] = 
         return RedisStore(parts._replace(query="").geturl(), prefix, clock)
     raise ConfigError(Problem(source, None, f"unknown store '{redact_url(url)}': use memory://, sqlite:///PATH "
                                             "or redis://HOST:PORT/DB"))
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a `sqlite:///PATH` store URL (relative to the working directory); None for other stores."""
+    return (url[len("sqlite:///"):] or "kefu.db") if url.startswith("sqlite:///") else None
 
 
 __all__ = ["STATUSES", "LogEntry", "MemoryStore", "OutboxItem", "RuleHits", "Status", "Store", "open_store"]

@@ -1,62 +1,27 @@
 """The sqlite store: one file on one host, shared by every kefu process there (the embedded default).
 
-Group commit: all I/O runs on the store's own thread (never on the event loop), which owns a plain sqlite3
-connection. Callers queue small functions and await their answers; the thread runs everything queued at once
-as ONE transaction, each call in a SAVEPOINT of its own (a call that fails is rolled back alone and its caller
-gets StoreError; the others commit), and answers after COMMIT: a write is committed before its call returns.
-A batch with a write begins IMMEDIATE, taking the file's write lock at once, so read-then-write calls (claim,
-set_if_absent, lane_next) are atomic also against other processes. WAL lets readers and the one writer work at
-once; `busy_timeout` makes a process wait for another's write instead of failing. Keys expire by an absolute
-`expires` (epoch seconds from the injected clock, NULL = never): reads ignore expired rows, and every
-PURGE_EVERY-th write deletes them. Finished outbox items and log entries stay until purged by time.
+Every call runs on the store's own thread, batched with the others queued at once into one transaction
+(group commit, see sqlthread.py); a write is committed before its call returns. The schema and its
+migrations are in sqlschema.py. Keys expire by an absolute `expires` (epoch seconds from the injected clock,
+NULL = never): reads ignore expired rows, and the thread's periodic sweep deletes them. Finished outbox items
+and log entries stay until purged by time. Backups and restores of the file: backup.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from queue import Empty, SimpleQueue
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import StoreError
 from ..messages import Reply, reply_from_dict, reply_to_dict
 from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status, readable, unreadable
+from .sqlschema import migrate
+from .sqlthread import SqliteThread
 
-SCHEMA_VERSION = 2  # PRAGMA user_version: raise it (and add the steps to MIGRATIONS) when the schema changes
-BUSY_TIMEOUT_MS = 5000
-PURGE_EVERY = 500  # writes between two sweeps of expired keys and answers
-MAX_BATCH = 500  # calls per transaction: bounds how long one commit keeps other processes waiting
-
-# MIGRATIONS[v] takes a file from user_version v to v + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = ((
-    "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL)",
-    "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires)",
-    "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer BLOB NOT NULL, expires REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS answers_expires ON answers (expires)",
-    """CREATE TABLE IF NOT EXISTS outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT NOT NULL, reply TEXT NOT NULL, push TEXT NOT NULL,
-        created_at REAL NOT NULL, send_as TEXT, status TEXT NOT NULL DEFAULT 'pending',
-        attempts INTEGER NOT NULL DEFAULT 0, errcode INTEGER, error TEXT, next_try REAL NOT NULL DEFAULT 0)""",
-    "CREATE INDEX IF NOT EXISTS outbox_status_user ON outbox (status, user, id)",  # next, users
-    "CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, id)",  # items(status), oldest pending
-    "CREATE INDEX IF NOT EXISTS outbox_user ON outbox (user, id)",  # items(user)
-    """CREATE TABLE IF NOT EXISTS log (
-        id INTEGER PRIMARY KEY, ts REAL NOT NULL, user TEXT NOT NULL, kind TEXT NOT NULL,
-        msg_type TEXT NOT NULL, text TEXT NOT NULL, rule TEXT NOT NULL, errcode INTEGER, detail TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS log_user_ts ON log (user, ts)",
-    "CREATE INDEX IF NOT EXISTS log_ts ON log (ts)",
-), (
-    # rule hits: one row per rule and local day, and one per rule with day '*' holding the total
-    """CREATE TABLE IF NOT EXISTS hits (
-        rule TEXT NOT NULL, day TEXT NOT NULL, count INTEGER NOT NULL, last REAL NOT NULL,
-        PRIMARY KEY (rule, day))""",
-),)
 TOTAL_DAY = "*"  # the `day` of a rule's running total in the hits table
 
 ITEM_COLUMNS = "id, user, reply, push, created_at, send_as, status, attempts, errcode, error, next_try"
@@ -70,19 +35,6 @@ NEXT_ITEM = f"SELECT {ITEM_COLUMNS} FROM outbox WHERE status = 'pending' AND use
 T = TypeVar("T")
 
 
-class _Call(NamedTuple):
-    """One call waiting for the store's thread: what to run there, and where its answer goes."""
-
-    what: str
-    op: Callable[[sqlite3.Connection], Any]
-    write: bool  # False: it only reads (a batch of reads only begins DEFERRED and locks nobody out)
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-
-
-Outcome = tuple[_Call, Any, BaseException | None]  # (call, result, error)
-
-
 class SqliteStore:
     kind = "sqlite"
     shared = True
@@ -90,22 +42,18 @@ class SqliteStore:
     def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._clock = clock
-        self._queue: SimpleQueue[_Call | None] | None = None  # None: not open (None on the queue: stop)
-        self._thread: threading.Thread | None = None
-        self._writes = 0  # the thread's alone
-        self._close_error: sqlite3.Error | None = None
+        self._thread: SqliteThread | None = None  # None: not open
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
 
     async def open(self) -> None:
-        if self._queue is not None:
+        if self._thread is not None:
             return
-        queue: SimpleQueue[_Call | None] = SimpleQueue()
-        self._queue, self._thread = queue, threading.Thread(target=self._serve, args=(queue,), daemon=True)
+        self._thread = SqliteThread(self.path, self._clock, _purge_expired)
         self._thread.start()
         try:
-            await self._call("open", _migrate)  # the first call: after the thread has connected (or failed to)
+            await self._call("open", migrate)  # the first call: after the thread has connected (or failed to)
         except BaseException:
             with contextlib.suppress(StoreError):
                 await self.close()
@@ -113,15 +61,9 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Stop taking calls, let the thread finish those queued, close the file."""
-        queue, thread = self._queue, self._thread
-        self._queue = self._thread = None
-        if queue is None or thread is None:
-            return
-        queue.put(None)
-        await asyncio.to_thread(thread.join)  # the calls queued before still run and are answered
-        error, self._close_error = self._close_error, None
-        if error is not None:
-            raise StoreError(f"sqlite store: close failed: {error}") from error
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await thread.stop()
 
     async def ping(self) -> bool:
         try:
@@ -130,17 +72,11 @@ class SqliteStore:
             return False
         return True
 
-    # -- plumbing: the event loop's side -------------------------------------------------------------
-
     async def _call(self, what: str, op: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
         """Run `op` on the store's thread (in a savepoint of the next batch); its result once committed."""
-        queue = self._queue
-        if queue is None:  # never opened, or closed
+        if self._thread is None:  # never opened, or closed
             raise StoreError(f"sqlite store: {what}: not open")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        queue.put(_Call(what, op, write, loop, future))
-        return await future
+        return await self._thread.call(what, op, write)
 
     async def _fetch(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._call(what, lambda db: db.execute(sql, params).fetchall(), write=False)
@@ -148,64 +84,6 @@ class SqliteStore:
     async def _write(self, what: str, sql: str, params: Sequence[Any] = ()) -> int:
         """One statement; how many rows it changed (sqlite's changes())."""
         return await self._call(what, lambda db: db.execute(sql, params).rowcount)
-
-    # -- plumbing: the store's thread ----------------------------------------------------------------
-
-    def _serve(self, queue: SimpleQueue[_Call | None]) -> None:
-        """The thread: open the file, run batches of calls until close() queues None, close the file."""
-        db: sqlite3.Connection | None = None
-        failure: StoreError | None = None
-        try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit (isolation_level=None): _run says BEGIN itself. Only this thread uses the connection.
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: WAL may wait too
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-        except Exception as exc:  # OSError, sqlite3.Error, ValueError (a NUL in the path): the thread stays
-            failure = StoreError(f"sqlite store: cannot open the file: {exc}")  # each call gets it, until close()
-            if db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    db.close()
-            db = None
-        stop = False
-        while not stop:
-            calls = [queue.get()]
-            with contextlib.suppress(Empty):
-                while len(calls) < MAX_BATCH and calls[-1] is not None:
-                    calls.append(queue.get_nowait())
-            stop = calls[-1] is None  # close() queues None last: the calls before it still run
-            if batch := [call for call in calls if call is not None]:
-                _deliver(self._run(db, batch) if db is not None else [(call, None, failure) for call in batch])
-        if db is not None:
-            try:
-                db.close()
-            except sqlite3.Error as exc:
-                self._close_error = exc
-
-    def _run(self, db: sqlite3.Connection, calls: list[_Call]) -> list[Outcome]:
-        """One transaction for all `calls`, each in a savepoint: a call that raises is rolled back alone.
-        If the transaction itself fails (BEGIN, COMMIT, or sqlite rolled it all back: disk full, I/O error),
-        nothing of it was written and every call gets the error."""
-        outcomes: list[Outcome] = []
-        writes = sum(call.write for call in calls)
-        try:
-            db.execute("BEGIN IMMEDIATE" if writes else "BEGIN DEFERRED")
-            for call in calls:
-                if not call.future.cancelled():  # a racy look from this thread, good enough to skip the abandoned
-                    outcomes.append((call, *_isolated(db, call.what, call.op)))
-            if self._writes // PURGE_EVERY != (self._writes + writes) // PURGE_EVERY:
-                now = self._clock()  # a sweep that fails is only skipped
-                _isolated(db, "purge", lambda db: _purge_expired(db, now))
-            db.execute("COMMIT")
-        except Exception as exc:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            return [(call, None, _error(call.what, exc)) for call in calls]
-        self._writes += writes
-        return outcomes
 
     # -- dedupe ------------------------------------------------------------------------------------
 
@@ -328,7 +206,7 @@ class SqliteStore:
         return readable(rows, _item, "sqlite")
 
     async def outbox_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for status, n in await self._fetch("outbox_counts", "SELECT status, COUNT(*) FROM outbox GROUP BY status"):
             counts[status] = n
         return counts
@@ -398,69 +276,9 @@ class SqliteStore:
         return {rule: RuleHits(total, today.get(rule, 0), last) for rule, (total, last) in totals.items()}
 
 
-# -- helpers of the store's thread --------------------------------------------------------------------
-
-
-def _error(what: str, exc: BaseException) -> BaseException:
-    """What the caller gets: sqlite's failures as StoreError (without data in it); a bug as itself."""
-    if not isinstance(exc, (sqlite3.Error, ValueError)):
-        return exc
-    error = StoreError(f"sqlite store: {what} failed: {exc}")
-    error.__cause__ = exc
-    return error
-
-
-def _isolated(db: sqlite3.Connection, what: str,
-              op: Callable[[sqlite3.Connection], Any]) -> tuple[Any, BaseException | None]:
-    """Run `op` in a savepoint: (its result, None), or rolled back alone: (None, the error for its caller).
-    Raises when sqlite has rolled back the whole transaction."""
-    db.execute("SAVEPOINT call")
-    try:
-        result = op(db)
-    except Exception as exc:
-        if not db.in_transaction:
-            raise
-        db.execute("ROLLBACK TO call")
-        db.execute("RELEASE call")
-        return None, _error(what, exc)
-    db.execute("RELEASE call")
-    return result, None
-
-
 def _purge_expired(db: sqlite3.Connection, now: float) -> None:
     db.execute("DELETE FROM kv WHERE expires <= ?", (now,))
     db.execute("DELETE FROM answers WHERE expires <= ?", (now,))
-
-
-def _deliver(outcomes: list[Outcome]) -> None:
-    """Complete the callers' futures: one wake-up per event loop for the whole batch."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
-    for outcome in outcomes:
-        by_loop.setdefault(outcome[0].loop, []).append(outcome)
-    for loop, settled in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits for these any more
-            loop.call_soon_threadsafe(_settle, settled)
-
-
-def _settle(outcomes: list[Outcome]) -> None:  # on the event loop
-    for call, result, error in outcomes:
-        if call.future.done():  # cancelled while its call ran
-            pass
-        elif error is None:
-            call.future.set_result(result)
-        else:
-            call.future.set_exception(error)
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """The schema, brought up to SCHEMA_VERSION (under the write lock: processes opening at once take turns)."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"sqlite store: schema {version} is newer than this kefu ({SCHEMA_VERSION})")
-    for steps in MIGRATIONS[version:]:
-        for sql in steps:
-            db.execute(sql)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _where(conditions: list[str]) -> str:
