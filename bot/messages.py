@@ -299,7 +299,7 @@ class Decision(NamedTuple):
 
     Immutable, like every value here, but a NamedTuple rather than a frozen dataclass: one is made per push,
     and a frozen dataclass sets each of its fields through object.__setattr__ — about ten times the cost
-    (7 µs against 0.6 µs for this one, measured)."""
+    (7 µs against 0.6 µs for this one, measured on a busy machine)."""
 
     rule: str | None  # the rule that fired; None when the fallback answered
     replies: tuple[Reply, ...] = ()

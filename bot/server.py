@@ -67,7 +67,7 @@ class Answer(NamedTuple):
 
 
 _HEADERS: dict[str, dict[str, str]] = {}
-_TRANSFER, _PASSIVE = AnswerKind.TRANSFER, AnswerKind.PASSIVE  # module globals: see engine/outcome.py
+_SUCCESS, _TRANSFER, _PASSIVE = AnswerKind.SUCCESS, AnswerKind.TRANSFER, AnswerKind.PASSIVE  # see engine/outcome.py
 SUCCESS = Answer(b"success", "text/plain", AnswerKind.SUCCESS)
 DEDUPE_TTL = 300.0  # seconds a push's answer is kept for WeChat's retries (it retries within ~15 s)
 SHARED_POLL = 0.05  # seconds between looks for another instance's answer
@@ -273,7 +273,7 @@ async def _handle_message(rt: Runtime, push: Push, started: float) -> Answer:
     if decision.error:
         log.error("rule %s failed to render its reply (%s); %s", decision.label, decision.error,
                   "handing over to agents" if decision.transfer else "nothing sent")
-    answer = _answer(rt, push, plan)
+    answer = SUCCESS if plan.answer is _SUCCESS else _answer(rt, push, plan)
     error = turn.store_error
     if rt.store.shared and error is None:
         try:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from . import allowance, logs
 from .config import Settings
@@ -35,7 +36,8 @@ from .store.state import (
 )
 
 log = logging.getLogger(__name__)
-_TRANSFER = AnswerKind.TRANSFER  # a module global: see engine/outcome.py
+NOT_COOLING: frozenset[str] = frozenset()
+_SUCCESS, _TRANSFER = AnswerKind.SUCCESS, AnswerKind.TRANSFER  # module globals: see engine/outcome.py
 
 PASSIVE_UPLOAD_SECONDS = 2.0  # a passive image's upload must leave the push time within WeChat's 5 s
 
@@ -68,7 +70,8 @@ class Recorder:
         return None
 
 
-class Turn(NamedTuple):
+@dataclass(slots=True)  # a value, never changed after it is made; not frozen for its cost: see VALUES_NOT_FROZEN
+class Turn:
     """What one message did."""
 
     message: Message
@@ -122,7 +125,7 @@ async def take_turn(ruleset: RuleSet, settings: Settings, store: Store, message:
     outbox, the turn stops after planning: nothing is written, sent or logged (dry_turn)."""
     records = await load_records(store, ruleset, settings, message, now)
     decision = decide(ruleset, message, datetime.fromtimestamp(now, settings.timezone), records.state,
-                      cooling=frozenset(records.cooling), handoff=records.handoff)
+                      cooling=frozenset(records.cooling) if records.cooling else NOT_COOLING, handoff=records.handoff)
     the_plan = plan(decision, message, records, settings, now)
     if outbox is None:
         return Turn(message, records, the_plan, type_label(message))
@@ -134,8 +137,14 @@ async def take_turn(ruleset: RuleSet, settings: Settings, store: Store, message:
     if the_plan.sends:
         await outbox.submit(user, the_plan.sends, message.dedupe_key, the_plan.decision.send_as)
     label = type_label(message)
-    if journal is not None:
-        journal.add(*entries(the_plan, message, label, now))
+    if journal is not None:  # the conversation log: what the user sent, and the rule
+        decision = the_plan.decision
+        pushed = LogEntry(now, user, "push", label, message.text or "", decision.rule or "",
+                          detail=decision.error or "")
+        if the_plan.answer is _SUCCESS and not the_plan.dropped:
+            journal.add(pushed)  # the usual push (API sends are logged by the outbox when they go or fail)
+        else:
+            journal.add(pushed, *outcome_entries(the_plan, message, label, now))
     if the_plan.dropped:
         log.warning("%d repl%s to %s dropped: %s", len(the_plan.dropped), "y" if len(the_plan.dropped) == 1
                     else "ies", short_user(user), "; ".join(sorted({d.reason.value for d in the_plan.dropped})))
@@ -164,19 +173,19 @@ async def _with_media(the_plan: Plan, passive: Reply, message: Message, records:
     push's time; if that fails, the image goes through the API after the answer instead."""
     try:
         async with asyncio.timeout(PASSIVE_UPLOAD_SECONDS):
-            return the_plan._replace(passive=await media(passive))
+            return replace(the_plan, passive=await media(passive))
     except Exception as exc:  # WeChatAPIError, a timeout, the network: the API path retries on its own
         log.warning("passive image for %s not uploaded in time (%s): sending it through the API instead",
                     short_user(message.from_user), type(exc).__name__ if isinstance(exc, TimeoutError) else exc)
         return plan(the_plan.decision, message, records, settings, now, passive=False)
 
 
-def entries(the_plan: Plan, message: Message, label: str, now: float) -> list[LogEntry]:
-    """The conversation log's lines for a push: what the user sent and the rule, a transfer or a passive
-    answer, and the replies dropped (API sends are logged by the outbox when they are sent or fail)."""
+def outcome_entries(the_plan: Plan, message: Message, label: str, now: float) -> list[LogEntry]:
+    """The conversation log's lines for a push besides the push itself: a transfer or a passive answer, and
+    the replies dropped."""
     decision, user = the_plan.decision, message.from_user
     rule = decision.rule or ""
-    out = [LogEntry(now, user, "push", label, message.text or "", rule, detail=decision.error or "")]
+    out = []
     if the_plan.answer is _TRANSFER:
         out.append(LogEntry(now, user, "transfer", label, "", rule, detail=decision.kf_account or ""))
     elif the_plan.passive is not None:

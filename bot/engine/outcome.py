@@ -13,7 +13,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from .. import allowance
 from ..config import Settings
@@ -68,7 +67,8 @@ class UserRecords:
 NOBODY = UserRecords()  # nothing to read: rules without state or cooldowns, no quota, no handoff quiet
 
 
-class Plan(NamedTuple):  # immutable; a NamedTuple, as Decision is (one per push: see messages.Decision)
+@dataclass(slots=True)  # a value, never changed after it is made; not frozen for its cost: see VALUES_NOT_FROZEN
+class Plan:
     decision: Decision
     answer: AnswerKind
     passive: Reply | None = None  # AnswerKind.PASSIVE: the reply in the HTTP answer
@@ -122,7 +122,8 @@ def plan(decision: Decision, message: Message, records: UserRecords, settings: S
             handoff = _START
         elif decision.end_handoff or (message.is_event and _ends_quiet(message, settings)):
             handoff = _END
-    return Plan(decision, answer, reply, sends, tuple(dropped), decision.state, cooling, handoff, window, save)
+    return Plan(decision, answer, reply, sends, tuple(dropped) if dropped else (), decision.state, cooling, handoff,
+                window, save)
 
 
 def _cap(replies: tuple[Reply, ...], limit: int, dropped: list[Dropped]) -> tuple[Reply, ...]:
