@@ -119,6 +119,12 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class InsightsSettings:
+    examples: bool = True  # false: the insights show counts and words, never what users wrote
+    catch_all: tuple[str, ...] = ()  # rules that answer "anything else": their messages count as unanswered
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     wechat: WeChatSettings = WeChatSettings()
     server: ServerSettings = ServerSettings()
@@ -133,6 +139,7 @@ class Settings:
     quota: QuotaSettings = QuotaSettings()
     handoff: HandoffSettings = HandoffSettings()
     log: LogSettings = LogSettings()
+    insights: InsightsSettings = InsightsSettings()
     allow_empty_rules: bool = False  # true: no rule files is fine (every message gets the fallback)
     timezone: ZoneInfo = TIMEZONE  # the clock of `time:` conditions and of templates' `now`
     hours: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # named windows (hours.py)
@@ -143,7 +150,7 @@ class Settings:
         return redact_url(self.store)
 
 
-# Each section: key -> (kind, default). Kinds: str, int, bool, secret, path, platform, store, urlpath, map.
+# Each section: key -> (kind, default). Kinds: str, int, bool, secret, path, platform, store, urlpath, map, names.
 _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
     "wechat": {
         "platform": ("platform", "miniprogram"),
@@ -167,6 +174,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
               "per_event": ("positive", 2), "event_window": ("duration", 60)},
     "handoff": {"quiet": ("duration", 1800), "end_on_enter": ("bool", True)},
     "log": {"keep": ("duration", 30 * 86400)},
+    "insights": {"examples": ("bool", True), "catch_all": ("names", ())},
 }
 _TOP: dict[str, tuple[str, Any]] = {
     "rules": ("path", "rules"),
@@ -294,6 +302,12 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
             wrong("true or false")
             return None
         return value
+    if kind == "names":
+        names = [value] if isinstance(value, str) else value if isinstance(value, list) else None
+        if names is None or not all(isinstance(name, str) and name for name in names):
+            wrong("a rule name or a list of them")
+            return None
+        return tuple(names)
     if kind == "map":
         if value is None:
             return MappingProxyType({})
@@ -356,6 +370,7 @@ def parse_settings(text: str, filename: str, base: Path,
         quota=QuotaSettings(**sections["quota"]),
         handoff=HandoffSettings(**sections["handoff"]),
         log=LogSettings(**sections["log"]),
+        insights=InsightsSettings(**sections["insights"]),
         source=filename,
         **values,
     )

@@ -8,6 +8,7 @@ import itertools
 import time
 from collections import OrderedDict
 from dataclasses import replace
+from typing import Any
 
 from ..messages import Reply
 from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status
@@ -242,6 +243,11 @@ class MemoryStore:
         found = [e for e in self._log if (user is None or e.user == user)
                  and (since is None or e.ts >= since) and (rule is None or e.rule == rule)]
         return found[-limit:]
+
+    async def log_page(self, since: float, until: float, after: Any = None,
+                       limit: int = 5000) -> tuple[list[LogEntry], Any]:
+        window = self._log[after or 0:(after or 0) + limit]  # the cursor: a position in the log
+        return [e for e in window if since <= e.ts < until], (after or 0) + limit if len(window) == limit else None
 
     async def log_purge(self, before: float) -> int:
         kept = [e for e in self._log if e.ts >= before]

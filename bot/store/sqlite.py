@@ -255,6 +255,13 @@ class SqliteStore:
                                  "ORDER BY ts DESC, id DESC LIMIT ?", [*params, limit])
         return [LogEntry(*row) for row in reversed(rows)]  # the newest `limit`, oldest first
 
+    async def log_page(self, since: float, until: float, after: Any = None,
+                       limit: int = 5000) -> tuple[list[LogEntry], Any]:
+        start, params = ("ts >= ?", [since]) if after is None else ("(ts, id) > (?, ?)", list(after))
+        rows = await self._fetch("log_page", f"SELECT id, {LOG_COLUMNS} FROM log WHERE {start} AND ts < ? "
+                                 "ORDER BY ts, id LIMIT ?", [*params, until, limit])  # along the log_ts index
+        return [LogEntry(*row[1:]) for row in rows], (rows[-1][1], rows[-1][0]) if len(rows) == limit else None
+
     async def log_purge(self, before: float) -> int:
         return await self._write("log_purge", "DELETE FROM log WHERE ts < ?", (before,))
 
