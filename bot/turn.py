@@ -176,7 +176,8 @@ def entries(the_plan: Plan, message: Message, label: str, now: float) -> list[Lo
     answer, and the replies dropped (API sends are logged by the outbox when they are sent or fail)."""
     decision, user = the_plan.decision, message.from_user
     rule = decision.rule or ""
-    out = [LogEntry(now, user, "push", label, message.text or "", rule, detail=decision.error or "")]
+    out = [LogEntry(now, user, "push", label, message.text or "", rule,
+                    detail=decision.error or ("quiet" if decision.quiet else ""))]  # quiet: for the insights
     if the_plan.answer is _TRANSFER:
         out.append(LogEntry(now, user, "transfer", label, "", rule, detail=decision.kf_account or ""))
     elif the_plan.passive is not None:

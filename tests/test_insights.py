@@ -1,0 +1,217 @@
+"""Insights (bot/insights): what no rule answers, grouped; the figures; the draft rules; `kefu report`; the
+console's insights page — on generated logs with known groups (bench/chatlog.py's templates)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import random
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bench.chatlog import NOISE, unanswered_variants
+from bot.__main__ import main
+from bot.config import load_settings
+from bot.insights import Tally
+from bot.insights.charts import all_charts
+from bot.insights.report import render
+from bot.reload import load_ruleset
+from bot.store import LogEntry, open_store
+
+from .helpers import text_fields, write_bot, xml_push
+from .test_console import ADMIN, login
+
+ZONE = ZoneInfo("Asia/Shanghai")
+T0 = 1_800_000_000.0  # 2027-01-15 16:00 local
+RULES = {
+    "10-shop.yaml": "rules:\n"
+                    "  - name: shipping\n    when: {keywords: [快递, 物流, 发货]}\n    reply: 明天到\n"
+                    "  - name: invoice-sent\n    when: {keywords: [发票收到]}\n    reply: 好的\n"
+                    "  - name: human\n    when: {equals: [人工]}\n    transfer: true\n"
+                    "  - name: other\n    when: {keywords: [其他问题]}\n    reply: 请稍等\n"
+                    "fallback:\n  transfer: true\n",
+}
+INVOICE = ("发票怎么开", "能开发票吗", "怎么开发票", "可以开增值税发票吗", "我要开发票", "发票开一下")
+CHEAPER = ("能便宜点吗", "可以便宜一点吗", "便宜点呗", "能不能便宜些", "再便宜点可以吗")
+QUIET_NOISE = tuple(n for n in NOISE if not set(n) & set("发票便宜"))
+
+
+def known_log(rng: random.Random) -> list[LogEntry]:
+    """300 writings of 发票怎么开, 200 of 能便宜点吗 and 300 of chatter reached the fallback; 200 messages a rule
+    answered — some of them about invoices (发票收到了) — and 50 while the user was with agents."""
+    texts = [("invoice", t) for t in unanswered_variants(INVOICE, 300, rng)]
+    texts += [("cheaper", t) for t in unanswered_variants(CHEAPER, 200, rng)]
+    texts += [("noise", rng.choice(QUIET_NOISE) + rng.choice(("", "？", "吗", "了"))) for _ in range(300)]
+    rng.shuffle(texts)
+    entries = []
+    for i, (_, text) in enumerate(texts):
+        ts, user = T0 - 86400 * 3 + i * 300, f"o{i % 97:03d}"
+        entries += [LogEntry(ts, user, "push", "text", text, ""), LogEntry(ts, user, "transfer", "text")]
+    for i in range(200):
+        ts, user = T0 - 86400 * 2 + i * 100, f"o{i % 50:03d}"
+        rule, text = ("invoice-sent", f"发票收到了{i}") if i % 2 else ("shipping", f"快递到哪了{i}")
+        entries += [LogEntry(ts, user, "push", "text", text, rule), LogEntry(ts + 1, user, "sent", "text", "好", "")]
+    for i in range(50):
+        entries.append(LogEntry(T0 - 3600 + i, "o_agent", "push", "text", f"发票的事等你回复{i}", "", detail="quiet"))
+    entries.append(LogEntry(T0 - 60, "o_new", "push", "event/user_enter_tempsession", "", ""))
+    return entries
+
+
+def tally_of(entries: list[LogEntry], catch_all: frozenset[str] = frozenset(), pages: int = 7) -> Tally:
+    tally = Tally(T0 - 7 * 86400, T0, ZONE, catch_all)
+    for i in range(pages):
+        tally.add(entries[i::pages])  # pages come in any order
+    return tally
+
+
+@pytest.fixture
+def ruleset(tmp_path):
+    return load_ruleset(load_settings(write_bot(tmp_path, RULES)))
+
+
+def test_known_groups_come_back_with_their_counts(ruleset):
+    report = tally_of(known_log(random.Random(1))).report("7d", ruleset)
+    groups = {s.group.key: s.group for s in report.suggestions}
+    assert abs(groups["发票"].messages - 300) <= 15 and abs(groups["便宜"].messages - 200) <= 10
+    assert report.suggestions[0].group.key == "发票" and report.suggestions[1].group.key == "便宜"
+    assert groups["发票"].users <= 97 and "开发票" in groups["发票"].words
+    assert len(groups["发票"].examples) == 3 and all("发票" in e for e in groups["发票"].examples)
+    everything = json.dumps(report.as_dict(), ensure_ascii=False)
+    assert "发票收到了" not in everything and "快递到哪了" not in everything  # a rule answered those
+    assert "等你回复" not in everything  # written to agents, not to the bot
+    assert report.unanswered == 800 and report.messages == 800 + 200 + 50  # the event is no user message
+    assert len(report.days) == 8 and sum(d.messages for d in report.days) == 1000
+    assert sum(d.transfers for d in report.days) == 800
+
+
+def test_a_catch_all_rule_counts_as_unanswered(ruleset):
+    entries = [LogEntry(T0 - 100 + i, f"u{i}", "push", "text", f"其他问题：发票抬头{i}", "other") for i in range(5)]
+    assert tally_of(entries).report("7d", ruleset).suggestions == []
+    report = tally_of(entries, frozenset({"other"})).report("7d", ruleset)
+    assert [(s.group.messages, s.group.users) for s in report.suggestions] == [(5, 5)]
+    assert report.rules == []  # a catch-all's hits are not a rule doing its work
+
+
+def test_close_rules_and_rules_that_answer_now(ruleset):
+    entries = [LogEntry(T0 - 100 + i, f"u{i}", "push", "text", text, "")
+               for i, text in enumerate(["物流信息不更新"] * 4 + ["发票怎么开"] * 3 + ["能退吗"] * 2)]
+    found = {s.group.key: s for s in tally_of(entries).report("7d", ruleset).suggestions}
+    assert found["物流"].answered_by == "shipping"  # added since those messages came: nothing to do
+    assert found["发票"].answered_by is None and found["发票"].close == ("invoice-sent",)  # 发票 in 发票收到
+    assert all(s.close == () and s.answered_by is None for k, s in found.items() if k not in ("物流", "发票"))
+
+
+def test_the_draft_pasted_as_a_rule_passes_kefu_test(tmp_path, ruleset, capsys):
+    report = tally_of(known_log(random.Random(2))).report("7d", ruleset)
+    for suggestion in report.suggestions[:2]:
+        d = suggestion.draft
+        assert d.test and "发票怎么开" not in d.rule  # the rule has the words; the examples are the test's
+        (tmp_path / "rules" / f"50-{d.name}.yaml").write_text(d.rule, encoding="utf-8")
+        (tmp_path / "rules" / f"50-{d.name}.test.yaml").write_text(d.test, encoding="utf-8")
+    assert main(["test", "--config", str(tmp_path / "bot.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "2 passed, 0 failed" in out
+    # and the rule answers every message of its group, not only the three examples
+    rules = load_ruleset(load_settings(tmp_path / "bot.yaml"))
+    again = tally_of(known_log(random.Random(2))).report("7d", rules)
+    assert {s.answered_by for s in again.suggestions[:2]} == {"faq-发票", "faq-便宜"}
+
+
+def test_examples_off_shows_no_user_text(ruleset):
+    report = tally_of(known_log(random.Random(3))).report("7d", ruleset, examples=False)
+    everything = render(report, "json") + render(report, "text") + render(report, "csv")
+    assert "发票怎么开" not in everything and "便宜点" not in everything
+    assert report.suggestions[0].group.messages > 250 and report.suggestions[0].draft.test == ""
+
+
+def test_charts_are_svg_with_every_figure(ruleset):
+    report = tally_of(known_log(random.Random(4))).report("7d", ruleset)
+    charts = all_charts(report)
+    assert list(charts) == ["hourly", "rates", "rules", "heat"]
+    for svg in charts.values():
+        ET.fromstring(svg)  # well-formed
+        assert "style=" not in svg and "<script" not in svg  # the console's CSP allows neither
+    bars = ET.fromstring(charts["hourly"]).findall("{http://www.w3.org/2000/svg}rect")
+    assert sum(int(b.find("{http://www.w3.org/2000/svg}title").text.split()[-1]) for b in bars) == report.messages
+    cells = ET.fromstring(charts["heat"]).findall("{http://www.w3.org/2000/svg}rect")
+    assert len(cells) == 7 * 24
+    assert "shipping" in charts["rules"] and "invoice-sent" in charts["rules"]
+    empty = Tally(T0 - 86400, T0, ZONE).report("1d", ruleset)
+    assert all("No data" in svg for name, svg in all_charts(empty).items() if name != "heat")
+
+
+# ---- the console and `kefu report`, over one store ------------------------------------------------------
+
+
+def report_json(config: Path, capsys, *args: str) -> dict:
+    capsys.readouterr()
+    assert main(["report", "--config", str(config), "--format", "json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+async def report_json_async(config: Path, capsys, *args: str) -> dict:
+    """`kefu report` runs its own event loop: from a test's loop, in a thread."""
+    return await asyncio.to_thread(report_json, config, capsys, *args)
+
+
+async def test_console_and_kefu_report_show_the_same_numbers(make_bot, tmp_path, capsys):
+    store = f"sqlite:///{tmp_path}/kefu.db"
+    bot = await make_bot(RULES, config=f"admin:\n  token: {ADMIN}\n", store=store)
+    rng = random.Random(5)
+    said = [*unanswered_variants(INVOICE, 12, rng), *unanswered_variants(CHEAPER, 7, rng), "快递到哪了", "人工"]
+    for i, text in enumerate(said):
+        assert (await bot.push(xml_push(text_fields(text, user=f"o_user_{i}")))).status == 200
+    await bot.drain()
+    assert (await login(bot)).status == 303
+    page = await (await bot.client.get("/admin/insights?since=7d")).text()
+    groups = re.findall(r'data-key="([^"]+)" data-messages="(\d+)" data-users="(\d+)"', page)
+    assert groups[:2] == [("发票", "12", "12"), ("便宜", "7", "7")]
+    assert 'id="chart-hourly"' in page and 'id="chart-heat"' in page and "faq-发票" in html.unescape(page)
+    cli = await report_json_async(tmp_path / "bot.yaml", capsys, "--since", "7d")
+    assert [(g["key"], str(g["messages"]), str(g["users"])) for g in cli["groups"]] == groups
+    for name in ("messages", "unanswered", "transfers"):
+        assert re.search(rf'id="{name}">(\d+)<', page).group(1) == str(cli[name])
+    assert (cli["messages"], cli["unanswered"], cli["transfers"]) == (21, 19, 20)  # fallback and 人工 transfer
+
+
+async def test_console_insights_need_a_session_and_a_sane_period(make_bot):
+    bot = await make_bot(RULES, config=f"admin:\n  token: {ADMIN}\n")
+    response = await bot.client.get("/admin/insights", allow_redirects=False)
+    assert response.status == 303 and "/admin/login" in response.headers["Location"]
+    assert (await login(bot)).status == 303
+    assert (await bot.client.get("/admin/insights?since=soon")).status == 400
+    page = await (await bot.client.get("/admin/insights?since=1d")).text()
+    assert "Every message in this period found a rule" in page and 'aria-current="page">最近 1d' in page
+
+
+def test_kefu_report_formats_and_its_errors(tmp_path, capsys):
+    config = write_bot(tmp_path, RULES, store=f"sqlite:///{tmp_path}/kefu.db", config="log:\n  keep: 2d\n")
+
+    async def fill() -> None:
+        store = open_store(f"sqlite:///{tmp_path}/kefu.db")
+        await store.open()
+        import time
+
+        now = time.time()
+        await store.log_add([LogEntry(now - 3600 - i, f"u{i}", "push", "text", "包邮吗", "") for i in range(4)]
+                            + [LogEntry(now - 3 * 86400, "old", "push", "text", "太久以前的包邮问题", "")])
+        await store.close()
+
+    asyncio.run(fill())
+    data = report_json(config, capsys, "--since", "30d")
+    assert data["period"] == "2d" and data["unanswered"] == 4  # log.keep bounds the period
+    assert main(["report", "--config", str(config)]) == 0
+    text = capsys.readouterr().out
+    assert "包邮" in text and "4 messages from 4 users" in text
+    assert main(["report", "--config", str(config), "--format", "csv"]) == 0
+    csv_text = capsys.readouterr().out
+    assert csv_text.startswith("table,key,measure,value\n") and "group,1,messages,4\n" in csv_text
+    assert main(["report", "--config", str(config), "--since", "lately"]) == 2
+    assert "--since" in capsys.readouterr().err
+    memory = write_bot(tmp_path / "m" if (tmp_path / "m").mkdir() is None else tmp_path, RULES)
+    assert main(["report", "--config", str(memory)]) == 1
