@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import pickle
 import random
 import re
 import xml.etree.ElementTree as ET
@@ -18,6 +19,7 @@ from bench.chatlog import NOISE, unanswered_variants
 from bot.__main__ import main
 from bot.config import load_settings
 from bot.insights import Tally
+from bot.insights.figures import suggest
 from bot.insights.charts import all_charts
 from bot.insights.report import render
 from bot.reload import load_ruleset
@@ -62,11 +64,13 @@ def known_log(rng: random.Random) -> list[LogEntry]:
     return entries
 
 
-def tally_of(entries: list[LogEntry], catch_all: frozenset[str] = frozenset(), pages: int = 7) -> Tally:
-    tally = Tally(T0 - 7 * 86400, T0, ZONE, catch_all)
+def report_of(entries: list[LogEntry], ruleset, catch_all: frozenset[str] = frozenset(), examples: bool = True,
+              pages: int = 7, since: float = T0 - 7 * 86400):
+    tally = Tally(since, T0, ZONE, catch_all)
     for i in range(pages):
         tally.add(entries[i::pages])  # pages come in any order
-    return tally
+    return suggest(pickle.loads(pickle.dumps(tally.report("7d"))), ruleset, ZONE, catch_all, examples)  # as from
+    # the worker process
 
 
 @pytest.fixture
@@ -75,7 +79,7 @@ def ruleset(tmp_path):
 
 
 def test_known_groups_come_back_with_their_counts(ruleset):
-    report = tally_of(known_log(random.Random(1))).report("7d", ruleset)
+    report = report_of(known_log(random.Random(1)), ruleset)
     groups = {s.group.key: s.group for s in report.suggestions}
     assert abs(groups["发票"].messages - 300) <= 15 and abs(groups["便宜"].messages - 200) <= 10
     assert report.suggestions[0].group.key == "发票" and report.suggestions[1].group.key == "便宜"
@@ -91,8 +95,8 @@ def test_known_groups_come_back_with_their_counts(ruleset):
 
 def test_a_catch_all_rule_counts_as_unanswered(ruleset):
     entries = [LogEntry(T0 - 100 + i, f"u{i}", "push", "text", f"其他问题：发票抬头{i}", "other") for i in range(5)]
-    assert tally_of(entries).report("7d", ruleset).suggestions == []
-    report = tally_of(entries, frozenset({"other"})).report("7d", ruleset)
+    assert report_of(entries, ruleset).suggestions == []
+    report = report_of(entries, ruleset, frozenset({"other"}))
     assert [(s.group.messages, s.group.users) for s in report.suggestions] == [(5, 5)]
     assert report.rules == []  # a catch-all's hits are not a rule doing its work
 
@@ -100,14 +104,14 @@ def test_a_catch_all_rule_counts_as_unanswered(ruleset):
 def test_close_rules_and_rules_that_answer_now(ruleset):
     entries = [LogEntry(T0 - 100 + i, f"u{i}", "push", "text", text, "")
                for i, text in enumerate(["物流信息不更新"] * 4 + ["发票怎么开"] * 3 + ["能退吗"] * 2)]
-    found = {s.group.key: s for s in tally_of(entries).report("7d", ruleset).suggestions}
+    found = {s.group.key: s for s in report_of(entries, ruleset).suggestions}
     assert found["物流"].answered_by == "shipping"  # added since those messages came: nothing to do
     assert found["发票"].answered_by is None and found["发票"].close == ("invoice-sent",)  # 发票 in 发票收到
     assert all(s.close == () and s.answered_by is None for k, s in found.items() if k not in ("物流", "发票"))
 
 
 def test_the_draft_pasted_as_a_rule_passes_kefu_test(tmp_path, ruleset, capsys):
-    report = tally_of(known_log(random.Random(2))).report("7d", ruleset)
+    report = report_of(known_log(random.Random(2)), ruleset)
     for suggestion in report.suggestions[:2]:
         d = suggestion.draft
         assert d.test and "发票怎么开" not in d.rule  # the rule has the words; the examples are the test's
@@ -118,19 +122,19 @@ def test_the_draft_pasted_as_a_rule_passes_kefu_test(tmp_path, ruleset, capsys):
     assert "2 passed, 0 failed" in out
     # and the rule answers every message of its group, not only the three examples
     rules = load_ruleset(load_settings(tmp_path / "bot.yaml"))
-    again = tally_of(known_log(random.Random(2))).report("7d", rules)
+    again = report_of(known_log(random.Random(2)), rules)
     assert {s.answered_by for s in again.suggestions[:2]} == {"faq-发票", "faq-便宜"}
 
 
 def test_examples_off_shows_no_user_text(ruleset):
-    report = tally_of(known_log(random.Random(3))).report("7d", ruleset, examples=False)
+    report = report_of(known_log(random.Random(3)), ruleset, examples=False)
     everything = render(report, "json") + render(report, "text") + render(report, "csv")
     assert "发票怎么开" not in everything and "便宜点" not in everything
     assert report.suggestions[0].group.messages > 250 and report.suggestions[0].draft.test == ""
 
 
 def test_charts_are_svg_with_every_figure(ruleset):
-    report = tally_of(known_log(random.Random(4))).report("7d", ruleset)
+    report = report_of(known_log(random.Random(4)), ruleset)
     charts = all_charts(report)
     assert list(charts) == ["hourly", "rates", "rules", "heat"]
     for svg in charts.values():
@@ -141,7 +145,7 @@ def test_charts_are_svg_with_every_figure(ruleset):
     cells = ET.fromstring(charts["heat"]).findall("{http://www.w3.org/2000/svg}rect")
     assert len(cells) == 7 * 24
     assert "shipping" in charts["rules"] and "invoice-sent" in charts["rules"]
-    empty = Tally(T0 - 86400, T0, ZONE).report("1d", ruleset)
+    empty = report_of([], ruleset, since=T0 - 86400)
     assert all("No data" in svg for name, svg in all_charts(empty).items() if name != "heat")
 
 

@@ -315,6 +315,15 @@ async def test_log_pages_read_a_period_whole_and_only_it(backend):
             break
     assert sorted(e.user for e in seen) == sorted(e.user for e in entries)  # each once, none outside
     assert (await store.log_page(t + 200, t + 300))[0] == []
+    await store.log_add([LogEntry(t + 1, "o1", "sent", "text", "好"), LogEntry(t + 2, "o2", "transfer", "text")])
+    kinds: list[str] = []
+    after = None
+    while True:
+        page, after = await store.log_page(t, t + 50, after, limit=4, kinds=("sent", "transfer"))
+        kinds += [e.kind for e in page]
+        if after is None:
+            break
+    assert sorted(kinds) == ["sent", "transfer"]
 
 
 # ---- rule hits -----------------------------------------------------------------------------------------

@@ -10,6 +10,6 @@
 """
 
 from .figures import Report, Tally
-from .service import Insights, Period, PeriodError, make_report
+from .service import Insights, Period, PeriodError
 
-__all__ = ["Insights", "Period", "PeriodError", "Report", "Tally", "make_report"]
+__all__ = ["Insights", "Period", "PeriodError", "Report", "Tally"]

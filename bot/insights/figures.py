@@ -13,7 +13,7 @@ Days, hours and weekdays are local, in bot.yaml's timezone.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -61,12 +61,13 @@ class Report:
     messages: int  # user messages
     unanswered: int
     transfers: int
-    suggestions: list[Suggestion]
+    groups: list[Group]  # the largest groups of unanswered messages (examples included: see suggest)
     hourly: list[tuple[str, int]]  # ("YYYY-MM-DD HH", user messages), every hour of the period
     days: list[Day]
     rules: list[tuple[str, list[int]]]  # the top rules' hits, one count per day of `days`
     heat: list[list[int]]  # [weekday Mon..Sun][hour 0..23] user messages
-    examples: bool
+    examples: bool = True  # False: the examples are left out of suggestions (insights.examples)
+    suggestions: list[Suggestion] = field(default_factory=list)  # one per group, made by suggest()
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for `kefu report --format json`."""
@@ -109,21 +110,26 @@ class Tally:
         return found
 
     def add(self, entries: list[LogEntry]) -> None:
-        catch_all, days = self.catch_all, self.days
+        """Count a page of the log. The loop runs a million times for a big period: locals, no calls in the
+        common case."""
+        catch_all, days, hits, hourly, heat, places = self.catch_all, self.days, self.hits, self.hourly, self.heat, \
+            self._local
+        unanswered = self.unanswered.add
         for entry in entries:
             kind = entry.kind
             if kind == "push":
-                day, hour, weekday, h = self.local(entry.ts)
+                place = places.get(int(entry.ts // QUARTER))
+                day, hour, weekday, h = place if place is not None else self.local(entry.ts)
                 rule = entry.rule
                 if rule and rule not in catch_all:
-                    per_day = self.hits.get(rule)
+                    per_day = hits.get(rule)
                     if per_day is None:
-                        per_day = self.hits[rule] = Counter()
+                        per_day = hits[rule] = Counter()
                     per_day[day] += 1
                 if entry.msg_type.startswith("event"):
                     continue
-                self.hourly[hour] += 1
-                self.heat[weekday][h] += 1
+                hourly[hour] += 1
+                heat[weekday][h] += 1
                 if entry.detail == "quiet":
                     continue
                 totals = days.get(day)
@@ -132,32 +138,44 @@ class Tally:
                 totals.messages += 1
                 if (not rule or rule in catch_all) and entry.text:
                     totals.unanswered += 1
-                    self.unanswered.add(entry.text, entry.user)
+                    unanswered(entry.text, entry.user)
             elif kind == "transfer":
-                day = self.local(entry.ts)[0]
+                place = places.get(int(entry.ts // QUARTER))
+                day = (place if place is not None else self.local(entry.ts))[0]
                 totals = days.get(day)
                 if totals is None:
                     totals = days[day] = Day(day)
                 totals.transfers += 1
 
-    def report(self, period: str, ruleset: RuleSet, examples: bool = True, top: int = TOP_GROUPS) -> Report:
-        now = datetime.fromtimestamp(self.until, self.zone)
-        suggestions = []
-        for group in self.unanswered.groups(top, examples=True):
-            shown = group if examples else _without_examples(group)
-            suggestions.append(Suggestion(shown, close_rules(ruleset, group, self.catch_all),
-                                          answered_now(ruleset, group.examples, now, self.catch_all),
-                                          draft(shown, examples)))
+    def merge(self, other: Tally) -> Tally:
+        """Add the counts of `other` (another slice of the period, counted by another worker)."""
+        self.since, self.until = min(self.since, other.since), max(self.until, other.until)
+        self.unanswered.merge(other.unanswered)
+        self.hourly.update(other.hourly)
+        for day, theirs in other.days.items():
+            mine = self.days.setdefault(day, Day(day))
+            mine.messages += theirs.messages
+            mine.unanswered += theirs.unanswered
+            mine.transfers += theirs.transfers
+        for rule, per_day in other.hits.items():
+            self.hits.setdefault(rule, Counter()).update(per_day)
+        for mine_row, their_row in zip(self.heat, other.heat, strict=True):
+            mine_row[:] = [a + b for a, b in zip(mine_row, their_row, strict=True)]
+        return self
+
+    def report(self, period: str, top: int = TOP_GROUPS) -> Report:
+        """The period's figures and largest groups — without the rules' part (see suggest), so that a worker
+        process can make it and send it back: it is small and plain data."""
         day_names = self._day_names()
         days = [self.days.get(day) or Day(day) for day in day_names]
         ranked = sorted(self.hits, key=lambda r: (-sum(self.hits[r].values()), r))[:TOP_RULES]
         return Report(
             since=self.since, until=self.until, period=period,
             messages=sum(self.hourly.values()), unanswered=self.unanswered.messages,
-            transfers=sum(d.transfers for d in days), suggestions=suggestions,
+            transfers=sum(d.transfers for d in days), groups=self.unanswered.groups(top),
             hourly=[(hour, self.hourly.get(hour, 0)) for hour in self._hour_names()],
             days=days, rules=[(rule, [self.hits[rule].get(day, 0) for day in day_names]) for rule in ranked],
-            heat=[row[:] for row in self.heat], examples=examples)
+            heat=[row[:] for row in self.heat])
 
     def _hour_names(self) -> list[str]:
         names: list[str] = []
@@ -175,7 +193,14 @@ class Tally:
         return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-def _without_examples(group: Group) -> Group:
-    from dataclasses import replace
-
-    return replace(group, examples=())
+def suggest(report: Report, ruleset: RuleSet, zone: ZoneInfo, catch_all: frozenset[str] = frozenset(),
+            examples: bool = True) -> Report:
+    """The report with a suggestion per group — the close rules, the rule that answers it now, a draft — and,
+    with `examples` off, without what users wrote."""
+    now = datetime.fromtimestamp(report.until, zone)
+    suggestions = []
+    for group in report.groups:
+        shown = group if examples else replace(group, examples=())
+        suggestions.append(Suggestion(shown, close_rules(ruleset, group, catch_all),
+                                      answered_now(ruleset, group.examples, now, catch_all), draft(shown, examples)))
+    return replace(report, groups=[s.group for s in suggestions], suggestions=suggestions, examples=examples)

@@ -13,20 +13,21 @@ from typing import Any
 
 from ..config import Settings
 from ..engine import RuleSet
-from ..store import open_store
 from .figures import WEEKDAYS, Report
-from .service import Period, make_report
+from .service import Period, count_in, finish, worker_pool
 
 FORMATS = ("text", "json", "csv")
 
 
-async def read_report(settings: Settings, ruleset: RuleSet, period: Period, now: float | None = None) -> Report:
-    store = open_store(settings.store, settings.source)
-    await store.open()
-    try:
-        return await make_report(store, settings, ruleset, period, time.time() if now is None else now)
-    finally:
-        await store.close()
+def read_report(settings: Settings, ruleset: RuleSet, period: Period, now: float | None = None) -> Report:
+    """The report of the last `period`, made as the console makes it."""
+    until = time.time() if now is None else now
+
+    async def make() -> Report:
+        with worker_pool() as pool:
+            return await count_in(pool, settings, until - period.seconds, until, period.name)
+
+    return finish(asyncio.run(make()), settings, ruleset)
 
 
 def render(report: Report, fmt: str) -> str:
@@ -113,4 +114,4 @@ def rows(report: Report) -> Iterator[tuple[Any, ...]]:
 def run(settings: Settings, ruleset: RuleSet, since: str, fmt: str) -> str:
     """The report as `fmt`; raises PeriodError for a bad --since."""
     period = Period.parse(since, settings.log.keep)
-    return render(asyncio.run(read_report(settings, ruleset, period)), fmt)
+    return render(read_report(settings, ruleset, period), fmt)

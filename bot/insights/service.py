@@ -1,24 +1,38 @@
 """Reading a period of the conversation log and making its Report, off the event loop, cached per period.
 
-The log is read a page at a time (Store.log_page): each page is one short store call, so pushes keep their
-turn at the store between pages. Each page is tallied in a worker thread while the next one is read, and the
-grouping runs there too: the event loop only awaits. A period's Report is kept for CACHE_FOR seconds (and
-while the rules stay the same); asking again while it is being made waits for the same work.
+The log is read a page at a time (Store.log_page), each page one short store call, so that pushes keep
+their turn at the store. For a store other processes can open (sqlite, redis) the reading, counting and
+grouping run in a worker process with a store connection of its own: a million messages are seconds of
+Python, which in a thread would hold the server's GIL. The memory store lives in the server's process: its log
+(at most 20,000 entries) is counted in a worker thread. Only the rules' part — close rules, the rule that
+answers a group now, the drafts — runs in the server (a thread), on the live rule set. A period's Report is
+kept for CACHE_FOR seconds while the rules stay the same; asking while it is being made waits for that work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import multiprocessing
+import pickle
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from ..config import Settings, parse_duration
 from ..engine import RuleSet
-from ..store import Store
-from .figures import Report, Tally
+from ..store import Store, open_store
+from ..store.base import LogEntry, LogKind
+from .figures import Report, Tally, suggest
 
-PAGE = 5000  # log entries per store call
+PAGE = 5000  # log entries per call to the server's own store (pushes wait for no longer than one call)
+WORKER_PAGE = 20_000  # a worker process has a store connection of its own
+WORKERS = 2  # processes counting slices of the period side by side (the bench machine has 2 cores)
+KINDS: tuple[LogKind, ...] = ("push", "transfer")  # what the figures count (not the replies sent)
 CACHE_FOR = 300.0  # seconds a period's report is reused
 PERIODS = ("1d", "7d", "30d")  # the console's choices; `kefu report --since` takes any duration
 
@@ -42,19 +56,77 @@ class Period:
         return cls(text.strip(), seconds)
 
 
-async def make_report(store: Store, settings: Settings, ruleset: RuleSet, period: Period, now: float) -> Report:
-    """Read the period from the store and make its report; the tallying and grouping run in a worker thread."""
-    tally = Tally(now - period.seconds, now, settings.timezone, frozenset(settings.insights.catch_all))
-    after, adding = None, None
+async def read_into(store: Store, tally: Tally, add: Callable[[list[LogEntry]], Awaitable[None]] | None = None,
+                    page: int = PAGE) -> Tally:
+    """Count the period's log into `tally`, page by page, the next page read while this one is counted; `add`
+    counts a page elsewhere (a thread)."""
+    reading = asyncio.ensure_future(store.log_page(tally.since, tally.until, None, page, kinds=KINDS))
     while True:
-        page, after = await store.log_page(tally.since, tally.until, after, PAGE)
-        if adding is not None:
-            await adding
-        adding = asyncio.create_task(asyncio.to_thread(tally.add, page))  # while the next page is read
+        entries, after = await reading
+        if after is not None:
+            reading = asyncio.ensure_future(store.log_page(tally.since, tally.until, after, page, kinds=KINDS))
+        if add is None:
+            tally.add(entries)
+        else:
+            await add(entries)
         if after is None:
-            break
-    await adding
-    return await asyncio.to_thread(tally.report, period.name, ruleset, settings.insights.examples)
+            return tally
+
+
+def count(url: str, since: float, until: float, zone: str, catch_all: frozenset[str], into: str) -> str:
+    """Count a slice of the period from the store at `url` into the file `into` (in a worker process). The
+    counts go through a file, not back through the pool: unpickling them is one long step that would hold
+    the server's GIL; `merge` reads them in another worker."""
+
+    async def run() -> Tally:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await read_into(store, Tally(since, until, ZoneInfo(zone), catch_all), page=WORKER_PAGE)
+        finally:
+            await store.close()
+
+    counted = asyncio.run(run())
+    with open(into, "wb") as file:
+        pickle.dump(counted, file, pickle.HIGHEST_PROTOCOL)
+    return into
+
+
+def merge(paths: list[str], period: str) -> Report:
+    """The slices' counts merged, and the period's figures and groups made of them (in a worker process)."""
+    whole: Tally | None = None
+    for path in paths:
+        with open(path, "rb") as file:
+            part = pickle.load(file)
+        whole = part if whole is None else whole.merge(part)
+    assert whole is not None  # there is always at least one slice
+    return whole.report(period)
+
+
+def worker_pool() -> ProcessPoolExecutor:
+    """Processes spawned, not forked: the server has threads (the sqlite store's) a fork would copy mid-step."""
+    return ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"))
+
+
+async def count_in(pool: Executor, settings: Settings, since: float, until: float, period: str) -> Report:
+    """The period's figures and groups: WORKERS slices of time counted side by side, then merged, in the pool's
+    processes (through files in a private temporary folder, removed after). Only the small Report comes back."""
+    zone, catch_all = settings.timezone.key, frozenset(settings.insights.catch_all)
+    cuts = [since + (until - since) * i / WORKERS for i in range(WORKERS)] + [until]
+    loop = asyncio.get_running_loop()
+    folder = await asyncio.to_thread(tempfile.mkdtemp, prefix="kefu-insights-")
+    try:
+        paths = await asyncio.gather(*(
+            loop.run_in_executor(pool, count, settings.store, a, b, zone, catch_all, f"{folder}/{i}.pickle")
+            for i, (a, b) in enumerate(itertools.pairwise(cuts))))
+        return await loop.run_in_executor(pool, merge, list(paths), period)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+
+
+def finish(report: Report, settings: Settings, ruleset: RuleSet) -> Report:
+    return suggest(report, ruleset, settings.timezone, frozenset(settings.insights.catch_all),
+                   settings.insights.examples)
 
 
 class Insights:
@@ -65,6 +137,7 @@ class Insights:
         self.store, self.settings, self.rules, self.clock = store, settings, rules, clock
         self._made: dict[str, tuple[float, str, Report]] = {}  # period → (when, rules version, report)
         self._making: dict[str, asyncio.Task[Report]] = {}
+        self._pool: Executor | None = None
 
     def period(self, text: str) -> Period:
         return Period.parse(text, self.settings.log.keep)
@@ -82,14 +155,26 @@ class Insights:
     async def _make(self, period: Period, ruleset: RuleSet) -> Report:
         try:
             now = self.clock()
-            report = await make_report(self.store, self.settings, ruleset, period, now)
+            zone, catch_all = self.settings.timezone, frozenset(self.settings.insights.catch_all)
+            if self.store.kind == "memory":  # only this process can read it
+                counted = Tally(now - period.seconds, now, zone, catch_all)
+                await read_into(self.store, counted, lambda page: asyncio.to_thread(counted.add, page))
+                report = await asyncio.to_thread(counted.report, period.name)
+            else:
+                if self._pool is None:
+                    self._pool = worker_pool()
+                report = await count_in(self._pool, self.settings, now - period.seconds, now, period.name)
+            report = await asyncio.to_thread(finish, report, self.settings, ruleset)
             self._made[period.name] = (now, ruleset.version, report)
             return report
         finally:
             self._making.pop(period.name, None)
 
     async def close(self) -> None:
-        """Cancel reports being made (the app is stopping)."""
+        """Cancel reports being made and stop the worker process (the app is stopping)."""
         for task in list(self._making.values()):
             task.cancel()
         await asyncio.gather(*self._making.values(), return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -216,11 +216,12 @@ class Store(Protocol):
         """Matching entries, oldest first, the newest `limit` of them."""
         ...
 
-    async def log_page(self, since: float, until: float, after: Any = None,
-                       limit: int = 5000) -> tuple[list[LogEntry], Any]:
-        """One page (at most `limit`) of the entries with `since` <= ts < `until`, and the cursor to pass back
-        as `after` for the next page (None for the first); the cursor is None after the last page. For reading
-        a long period (the insights) in bounded steps, each short enough not to hold up the pushes."""
+    async def log_page(self, since: float, until: float, after: Any = None, limit: int = 5000,
+                       kinds: tuple[LogKind, ...] | None = None) -> tuple[list[LogEntry], Any]:
+        """One page (at most `limit`) of the entries with `since` <= ts < `until` (and of `kinds`, if given),
+        and the cursor to pass back as `after` for the next page (None for the first); the cursor is None after
+        the last page, and a page may be empty before it. For reading a long period (the insights) in bounded
+        steps, each short enough not to hold up the pushes."""
         ...
 
     async def log_purge(self, before: float) -> int:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..messages import Reply
-from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status
+from .base import STATUSES, LogEntry, LogKind, OutboxItem, RuleHits, Status
 
 KEEP_FINISHED = 10_000
 KEEP_LOG = 20_000  # the memory store is for trying kefu out: a long log here only slows full collections
@@ -244,10 +244,11 @@ class MemoryStore:
                  and (since is None or e.ts >= since) and (rule is None or e.rule == rule)]
         return found[-limit:]
 
-    async def log_page(self, since: float, until: float, after: Any = None,
-                       limit: int = 5000) -> tuple[list[LogEntry], Any]:
+    async def log_page(self, since: float, until: float, after: Any = None, limit: int = 5000,
+                       kinds: tuple[LogKind, ...] | None = None) -> tuple[list[LogEntry], Any]:
         window = self._log[after or 0:(after or 0) + limit]  # the cursor: a position in the log
-        return [e for e in window if since <= e.ts < until], (after or 0) + limit if len(window) == limit else None
+        found = [e for e in window if since <= e.ts < until and (kinds is None or e.kind in kinds)]
+        return found, (after or 0) + limit if len(window) == limit else None
 
     async def log_purge(self, before: float) -> int:
         kept = [e for e in self._log if e.ts >= before]
