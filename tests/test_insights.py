@@ -19,8 +19,8 @@ from bench.chatlog import NOISE, unanswered_variants
 from bot.__main__ import main
 from bot.config import load_settings
 from bot.insights import Tally
-from bot.insights.figures import suggest
 from bot.insights.charts import all_charts
+from bot.insights.figures import suggest
 from bot.insights.report import render
 from bot.reload import load_ruleset
 from bot.store import LogEntry, open_store

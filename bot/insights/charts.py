@@ -84,7 +84,8 @@ def hourly(report: Report) -> str:
     top = _nice(max(n for _, n in report.hourly))
     width = (WIDTH - LEFT - RIGHT) / max(1, len(report.hourly))
     bottom, span = HEIGHT - BOTTOM, HEIGHT - BOTTOM - TOP
-    midnights = [(i, hour) for i, (hour, _) in enumerate(report.hourly) if hour.endswith(" 00") or i == 0]
+    midnights = [(i, hour) for i, (hour, _) in enumerate(report.hourly) if hour.endswith(" 00")] \
+        or [(0, report.hourly[0][0])]
     step = _every(len(midnights))
     _axes(svg, top, [(LEFT + i * width, hour[5:10]) for i, hour in midnights[::step]])
     for i, (hour, n) in enumerate(report.hourly):
@@ -97,7 +98,8 @@ def hourly(report: Report) -> str:
 
 
 def _lines(svg: ET.Element, days: Sequence[str], series: Sequence[tuple[str, str, Sequence[float]]],
-           top: float, percent: bool) -> None:
+           top: float, percent: bool, dashed: int | None = None) -> None:
+    """A line per series (series number `dashed` dashed, so that equal values still show both)."""
     bottom, span = HEIGHT - BOTTOM, HEIGHT - BOTTOM - TOP
     gap = (WIDTH - LEFT - RIGHT) / max(1, len(days))
     xs = [LEFT + gap * (i + 0.5) for i in range(len(days))]
@@ -106,13 +108,17 @@ def _lines(svg: ET.Element, days: Sequence[str], series: Sequence[tuple[str, str
     for n, (name, color, values) in enumerate(series):
         points = [(xs[i], bottom - span * v / top) for i, v in enumerate(values)]
         if len(points) > 1:
-            _add(svg, "polyline", points=" ".join(f"{x:.1f},{y:.1f}" for x, y in points), fill="none",
-                 stroke=color, stroke_width=2)
+            line = _add(svg, "polyline", points=" ".join(f"{x:.1f},{y:.1f}" for x, y in points), fill="none",
+                        stroke=color, stroke_width=2)
+            if n == dashed:
+                line.set("stroke-dasharray", "6 4")
         for i, (x, y) in enumerate(points):
             dot = _add(svg, "circle", cx=f"{x:.1f}", cy=f"{y:.1f}", r=3, fill=color)
             _tip(dot, f"{name} {days[i]}: " + (f"{values[i] * 100:.1f}%" if percent else f"{values[i]:g}"))
-        _add(svg, "rect", x=LEFT + 8 + 170 * n, y=2, width=10, height=10, fill=color)
-        _add(svg, "text", name, x=LEFT + 22 + 170 * n, y=11, fill=TEXT)
+        room = min(170.0, (WIDTH - LEFT - RIGHT) / len(series))  # the legend's width per series
+        short = name if len(name) * 7 <= room - 24 else name[:max(1, int((room - 24) / 7) - 1)] + "…"
+        _add(svg, "rect", x=f"{LEFT + 8 + room * n:.1f}", y=2, width=10, height=10, fill=color)
+        _add(svg, "text", short, x=f"{LEFT + 22 + room * n:.1f}", y=11, fill=TEXT)
 
 
 def rates(report: Report) -> str:
@@ -123,7 +129,7 @@ def rates(report: Report) -> str:
     series = [("未回答 unanswered", UNANSWERED, [d.unanswered_rate for d in report.days]),
               ("转人工 transferred", TRANSFER, [d.transfer_rate for d in report.days])]
     top = min(1.0, _nice(max(max(values) for _, _, values in series) or 0.1))
-    _lines(svg, [d.day for d in report.days], series, top, percent=True)
+    _lines(svg, [d.day for d in report.days], series, top, percent=True, dashed=1)
     return _done(svg)
 
 
@@ -132,7 +138,7 @@ def rule_hits(report: Report) -> str:
     svg = _svg("rules", "热门规则每天命中 Top rules' hits per day")
     if not report.rules:
         return _empty(svg)
-    series = [(name[:24], PALETTE[i % len(PALETTE)], [float(h) for h in hits])
+    series = [(name, PALETTE[i % len(PALETTE)], [float(h) for h in hits])
               for i, (name, hits) in enumerate(report.rules)]
     top = _nice(max(max(values) for _, _, values in series))
     _lines(svg, [d.day for d in report.days], series, top, percent=False)

@@ -170,11 +170,11 @@ class Insights:
         finally:
             self._making.pop(period.name, None)
 
-    async def close(self) -> None:
-        """Cancel reports being made and stop the worker process (the app is stopping)."""
+    async def close(self, wait: bool = False) -> None:
+        """Cancel reports being made and stop the worker processes (the app is stopping); `wait` for them."""
         for task in list(self._making.values()):
             task.cancel()
         await asyncio.gather(*self._making.values(), return_exceptions=True)
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(pool.shutdown, wait, cancel_futures=True)
