@@ -98,6 +98,9 @@ def test_a_catch_all_rule_counts_as_unanswered(ruleset):
     assert report_of(entries, ruleset).suggestions == []
     report = report_of(entries, ruleset, frozenset({"other"}))
     assert [(s.group.messages, s.group.users) for s in report.suggestions] == [(5, 5)]
+    assert report.problems == []
+    assert report_of(entries, ruleset, frozenset({"other", "othre"})).problems == [
+        "insights.catch_all: there is no rule named 'othre'"]
     assert report.rules == []  # a catch-all's hits are not a rule doing its work
 
 
@@ -219,3 +222,63 @@ def test_kefu_report_formats_and_its_errors(tmp_path, capsys):
     assert "--since" in capsys.readouterr().err
     memory = write_bot(tmp_path / "m" if (tmp_path / "m").mkdir() is None else tmp_path, RULES)
     assert main(["report", "--config", str(memory)]) == 1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_worker_processes_read_sqlite_and_redis_alike(tmp_path, kind):
+    """The period is counted in slices by worker processes with their own store connection: the same report
+    whichever store, and whichever way the entries fall into slices and pages."""
+    from bot.insights.report import read_report
+    from bot.insights.service import Period
+
+    from .stores import flush_prefix, redis_url, require_redis
+
+    if kind == "redis":
+        require_redis()
+    url = redis_url() if kind == "redis" else f"sqlite:///{tmp_path}/kefu.db"
+    entries = known_log(random.Random(6))[:1500]  # the redis store keeps the newest 20,000 entries
+
+    async def fill() -> None:
+        store = open_store(url)
+        await store.open()
+        await store.log_add(entries)
+        await store.close()
+
+    asyncio.run(fill())
+    try:
+        settings = load_settings(write_bot(tmp_path, RULES, store=url))
+        ruleset = load_ruleset(settings)
+        made = read_report(settings, ruleset, Period("7d", 7 * 86400), now=T0)
+        expected = report_of(entries, ruleset)
+        assert made.as_dict() == expected.as_dict()
+        assert made.groups[0].key == "发票" and made.unanswered == expected.unanswered > 700
+    finally:
+        if kind == "redis":
+            asyncio.run(flush_prefix(url))
+
+
+async def test_reports_are_cached_per_period_until_the_rules_change(tmp_path):
+    from bot.insights import Insights, Period
+    from bot.store import MemoryStore
+
+    clock = [T0]
+    store = MemoryStore(lambda: clock[0])
+    await store.log_add([LogEntry(T0 - 100 - i, f"u{i}", "push", "text", "包邮吗", "") for i in range(3)])
+    settings = load_settings(write_bot(tmp_path, RULES))
+    rules = [load_ruleset(settings)]
+    insights = Insights(store, settings, lambda: rules[0], clock=lambda: clock[0])
+    day = Period("1d", 86400)
+    first = await insights.report(day)
+    assert [(g.key, g.messages) for g in first.groups] == [("包邮", 3)]
+    await store.log_add([LogEntry(T0 - 50, "u9", "push", "text", "包邮吗", "")])
+    assert await insights.report(day) is first  # cached
+    both = await asyncio.gather(insights.report(Period("7d", 7 * 86400)), insights.report(Period("7d", 7 * 86400)))
+    assert both[0] is both[1] and both[0].groups[0].messages == 4  # one computation for both readers
+    (tmp_path / "rules" / "20-more.yaml").write_text("rules:\n  - name: free\n    when: {keywords: [包邮]}\n"
+                                                     "    reply: 包邮\n", encoding="utf-8")
+    rules[0] = load_ruleset(settings)
+    again = await insights.report(day)
+    assert again is not first and again.suggestions[0].answered_by == "free"
+    clock[0] += 3600  # later, past the cache: the new message counts
+    assert (await insights.report(day)).groups[0].messages == 4
+    await insights.close()

@@ -68,11 +68,13 @@ class Report:
     heat: list[list[int]]  # [weekday Mon..Sun][hour 0..23] user messages
     examples: bool = True  # False: the examples are left out of suggestions (insights.examples)
     suggestions: list[Suggestion] = field(default_factory=list)  # one per group, made by suggest()
+    problems: list[str] = field(default_factory=list)  # settings that do not fit the rules (a catch_all typo)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for `kefu report --format json`."""
         return {
-            "period": self.period, "since": self.since, "until": self.until, "messages": self.messages,
+            "period": self.period, "since": self.since, "until": self.until, "problems": self.problems,
+            "messages": self.messages,
             "unanswered": self.unanswered, "transfers": self.transfers,
             "groups": [{**asdict(s.group), "close_rules": list(s.close), "answered_by": s.answered_by,
                         "draft_rule": s.draft.rule, "draft_test": s.draft.test} for s in self.suggestions],
@@ -203,4 +205,7 @@ def suggest(report: Report, ruleset: RuleSet, zone: ZoneInfo, catch_all: frozens
         shown = group if examples else replace(group, examples=())
         suggestions.append(Suggestion(shown, close_rules(ruleset, group, catch_all),
                                       answered_now(ruleset, group.examples, now, catch_all), draft(shown, examples)))
-    return replace(report, groups=[s.group for s in suggestions], suggestions=suggestions, examples=examples)
+    problems = [f"insights.catch_all: there is no rule named '{name}'" for name in sorted(catch_all)
+                if ruleset.rule(name) is None]
+    return replace(report, groups=[s.group for s in suggestions], suggestions=suggestions, examples=examples,
+                   problems=problems)

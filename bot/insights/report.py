@@ -51,7 +51,8 @@ def text(report: Report) -> str:
     lines = [f"kefu report: the last {report.period} ({_when(report.since)} – {_when(report.until)})",
              f"user messages {report.messages}, unanswered {report.unanswered} "
              f"({_percent(report.unanswered, handled)}), transferred {report.transfers} "
-             f"({_percent(report.transfers, handled)})", "", "What no rule answers:"]
+             f"({_percent(report.transfers, handled)})", *(f"warning: {p}" for p in report.problems), "",
+             "What no rule answers:"]
     if not report.suggestions:
         lines.append("  (nothing: every message found a rule)")
     for rank, s in enumerate(report.suggestions, 1):
