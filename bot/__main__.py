@@ -188,6 +188,15 @@ def cmd_send(args: argparse.Namespace) -> int:
     return asyncio.run(send())
 
 
+def _no_log_kept(settings: Settings) -> bool:
+    """True (and says why) when the store keeps no log another process can read."""
+    if settings.store.startswith("memory://"):
+        print(f"{settings.source}: the memory store keeps no log between processes; use store: "
+              "sqlite:///kefu.db or redis://… to keep one", file=sys.stderr)
+        return True
+    return False
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     """Print the conversation log from the store."""
     import time as _time
@@ -196,9 +205,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     from .store import open_store
 
     settings = _load(args)
-    if settings.store.startswith("memory://"):
-        print(f"{settings.source}: the memory store keeps no log between processes; use store: "
-              "sqlite:///kefu.db or redis://… to keep one", file=sys.stderr)
+    if _no_log_kept(settings):
         return 1
     since = None
     if args.since:
@@ -232,9 +239,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .reload import load_ruleset
 
     settings = _load(args)
-    if settings.store.startswith("memory://"):
-        print(f"{settings.source}: the memory store keeps no log between processes; use store: "
-              "sqlite:///kefu.db or redis://… to keep one", file=sys.stderr)
+    if _no_log_kept(settings):
         return 1
     try:
         sys.stdout.write(run(settings, load_ruleset(settings), args.since, args.format))

@@ -61,16 +61,19 @@ async def read_into(store: Store, tally: Tally, add: Callable[[list[LogEntry]], 
     """Count the period's log into `tally`, page by page, the next page read while this one is counted; `add`
     counts a page elsewhere (a thread)."""
     reading = asyncio.ensure_future(store.log_page(tally.since, tally.until, None, page, kinds=KINDS))
-    while True:
-        entries, after = await reading
-        if after is not None:
-            reading = asyncio.ensure_future(store.log_page(tally.since, tally.until, after, page, kinds=KINDS))
-        if add is None:
-            tally.add(entries)
-        else:
-            await add(entries)
-        if after is None:
-            return tally
+    try:
+        while True:
+            entries, after = await reading
+            if after is not None:
+                reading = asyncio.ensure_future(store.log_page(tally.since, tally.until, after, page, kinds=KINDS))
+            if add is None:
+                tally.add(entries)
+            else:
+                await add(entries)
+            if after is None:
+                return tally
+    finally:
+        reading.cancel()  # a page still being read when counting failed (or the report was cancelled)
 
 
 def count(url: str, since: float, until: float, zone: str, catch_all: frozenset[str], into: str) -> str:
