@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import multiprocessing
+import os
 import pickle
 import shutil
 import tempfile
@@ -31,7 +32,8 @@ from .figures import Report, Tally, suggest
 
 PAGE = 5000  # log entries per call to the server's own store (pushes wait for no longer than one call)
 WORKER_PAGE = 20_000  # a worker process has a store connection of its own
-WORKERS = 2  # processes counting slices of the period side by side (the bench machine has 2 cores)
+WORKERS = max(1, min(4, os.cpu_count() or 1))  # processes counting slices of the period side by side
+KEEP_REPORTS = 8  # periods kept in the cache (?since= takes any duration)
 KINDS: tuple[LogKind, ...] = ("push", "transfer")  # what the figures count (not the replies sent)
 CACHE_FOR = 300.0  # seconds a period's report is reused
 PERIODS = ("1d", "7d", "30d")  # the console's choices; `kefu report --since` takes any duration
@@ -169,6 +171,8 @@ class Insights:
                 report = await count_in(self._pool, self.settings, now - period.seconds, now, period.name)
             report = await asyncio.to_thread(finish, report, self.settings, ruleset)
             self._made[period.name] = (now, ruleset.version, report)
+            while len(self._made) > KEEP_REPORTS:
+                del self._made[min(self._made, key=lambda name: self._made[name][0])]
             return report
         finally:
             self._making.pop(period.name, None)
