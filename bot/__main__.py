@@ -236,7 +236,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .errors import StoreError
     from .insights import PeriodError
     from .insights.report import run
-    from .reload import load_ruleset
+    from .sources import load_ruleset
 
     settings = _load(args)
     if _no_log_kept(settings):
