@@ -284,3 +284,24 @@ async def test_reports_are_cached_per_period_until_the_rules_change(tmp_path):
     clock[0] += 3600  # later, past the cache: the new message counts
     assert (await insights.report(day)).groups[0].messages == 4
     await insights.close()
+
+
+async def test_a_dead_worker_is_a_503_and_a_new_pool_next_time(make_bot, tmp_path, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    from bot.console.insights import INSIGHTS
+    from bot.insights import service
+
+    bot = await make_bot(RULES, config=f"admin:\n  token: {ADMIN}\n", store=f"sqlite:///{tmp_path}/kefu.db")
+    assert (await login(bot)).status == 303
+    real = service.count_in
+
+    async def dies(*args, **kw):
+        raise BrokenProcessPool("a worker was killed")
+
+    monkeypatch.setattr(service, "count_in", dies)
+    response = await bot.client.get("/admin/insights")
+    assert response.status == 503 and "worker process died" in await response.text()
+    assert bot.client.app[INSIGHTS]._pool is None  # the broken pool is not reused
+    monkeypatch.setattr(service, "count_in", real)
+    assert (await bot.client.get("/admin/insights")).status == 200

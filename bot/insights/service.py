@@ -1,9 +1,10 @@
 """Reading a period of the conversation log and making its Report, off the event loop, cached per period.
 
 The log is read a page at a time (Store.log_page), each page one short store call, so that pushes keep
-their turn at the store. For a store other processes can open (sqlite, redis) the reading, counting and
-grouping run in a worker process with a store connection of its own: a million messages are seconds of
-Python, which in a thread would hold the server's GIL. The memory store lives in the server's process: its log
+their turn at the store. For a store other processes can open (sqlite, redis) the reading and counting run
+in worker processes, a slice of the period each with a store connection of its own, and the merging and
+grouping in one more worker step: a million messages are seconds of Python, which in a thread would hold the
+server's GIL. The memory store lives in the server's process: its log
 (at most 20,000 entries) is counted in a worker thread. Only the rules' part — close rules, the rule that
 answers a group now, the drafts — runs in the server (a thread), on the live rule set. A period's Report is
 kept for CACHE_FOR seconds while the rules stay the same; asking while it is being made waits for that work.
@@ -21,11 +22,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from ..config import Settings, parse_duration
 from ..engine import RuleSet
+from ..errors import StoreError
 from ..store import Store, open_store
 from ..store.base import LogEntry, LogKind
 from .figures import Report, Tally, suggest
@@ -168,7 +171,11 @@ class Insights:
             else:
                 if self._pool is None:
                     self._pool = worker_pool()
-                report = await count_in(self._pool, self.settings, now - period.seconds, now, period.name)
+                try:
+                    report = await count_in(self._pool, self.settings, now - period.seconds, now, period.name)
+                except BrokenProcessPool as exc:  # a worker died (killed, out of memory): a new pool next time
+                    self._pool = None
+                    raise StoreError(f"insights: a worker process died ({exc}); try again") from exc
             report = await asyncio.to_thread(finish, report, self.settings, ruleset)
             self._made[period.name] = (now, ruleset.version, report)
             while len(self._made) > KEEP_REPORTS:
