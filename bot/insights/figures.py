@@ -115,13 +115,16 @@ class Tally:
         """Count a page of the log. The loop runs a million times for a big period: locals, no calls in the
         common case."""
         catch_all, days, hits, hourly, heat, places = self.catch_all, self.days, self.hits, self.hourly, self.heat, \
-            self._local
+            self._local  # (local() fills `places`)
         unanswered = self.unanswered.add
+        quarter, day, hour, weekday, h = -1, "", "", 0, 0
         for entry in entries:
             kind = entry.kind
             if kind == "push":
-                place = places.get(int(entry.ts // QUARTER))
-                day, hour, weekday, h = place if place is not None else self.local(entry.ts)
+                if int(entry.ts // QUARTER) != quarter:  # pages come in time order: mostly the same quarter
+                    quarter = int(entry.ts // QUARTER)
+                    place = places.get(quarter)
+                    day, hour, weekday, h = place if place is not None else self.local(entry.ts)
                 rule = entry.rule
                 if rule and rule not in catch_all:
                     per_day = hits.get(rule)
@@ -142,8 +145,10 @@ class Tally:
                     totals.unanswered += 1
                     unanswered(entry.text, entry.user)
             elif kind == "transfer":
-                place = places.get(int(entry.ts // QUARTER))
-                day = (place if place is not None else self.local(entry.ts))[0]
+                if int(entry.ts // QUARTER) != quarter:
+                    quarter = int(entry.ts // QUARTER)
+                    place = places.get(quarter)
+                    day, hour, weekday, h = place if place is not None else self.local(entry.ts)
                 totals = days.get(day)
                 if totals is None:
                     totals = days[day] = Day(day)
