@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.chatlog import generate
 from bot.config import Settings
 from bot.engine import RuleSet
-from bot.insights import Insights, Period
+from bot.insights.service import Insights, Period
 from bot.store import open_store
 from bot.store.sqlite import SqliteStore
 

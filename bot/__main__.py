@@ -234,8 +234,8 @@ def cmd_log(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """What no rule answers and the figures of a period, as the console's insights show them."""
     from .errors import StoreError
-    from .insights import PeriodError
     from .insights.report import run
+    from .insights.service import PeriodError
     from .sources import load_ruleset
 
     settings = _load(args)

@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .errors import ConfigError, Problem
+from .insights.settings import InsightsSettings, parse_insights
 from .platforms import apply_defaults
 from .yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml, type_name
 
@@ -119,12 +120,6 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class InsightsSettings:
-    examples: bool = True  # false: the insights show counts and words, never what users wrote
-    catch_all: tuple[str, ...] = ()  # rules that answer "anything else": their messages count as unanswered
-
-
-@dataclass(frozen=True, slots=True)
 class Settings:
     wechat: WeChatSettings = WeChatSettings()
     server: ServerSettings = ServerSettings()
@@ -139,7 +134,7 @@ class Settings:
     quota: QuotaSettings = QuotaSettings()
     handoff: HandoffSettings = HandoffSettings()
     log: LogSettings = LogSettings()
-    insights: InsightsSettings = InsightsSettings()
+    insights: InsightsSettings = InsightsSettings()  # bot/insights/settings.py
     allow_empty_rules: bool = False  # true: no rule files is fine (every message gets the fallback)
     timezone: ZoneInfo = TIMEZONE  # the clock of `time:` conditions and of templates' `now`
     hours: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # named windows (hours.py)
@@ -150,7 +145,7 @@ class Settings:
         return redact_url(self.store)
 
 
-# Each section: key -> (kind, default). Kinds: str, int, bool, secret, path, platform, store, urlpath, map, names.
+# Each section: key -> (kind, default). Kinds: str, int, bool, secret, path, platform, store, urlpath, map.
 _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
     "wechat": {
         "platform": ("platform", "miniprogram"),
@@ -174,7 +169,6 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
               "per_event": ("positive", 2), "event_window": ("duration", 60)},
     "handoff": {"quiet": ("duration", 1800), "end_on_enter": ("bool", True)},
     "log": {"keep": ("duration", 30 * 86400)},
-    "insights": {"examples": ("bool", True), "catch_all": ("names", ())},
 }
 _TOP: dict[str, tuple[str, Any]] = {
     "rules": ("path", "rules"),
@@ -185,6 +179,7 @@ _TOP: dict[str, tuple[str, Any]] = {
     "allow_empty_rules": ("bool", False),
     "timezone": ("zone", "Asia/Shanghai"),
     "hours": ("windows", {}),
+    "insights": ("insights", None),
 }
 STORE_SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://")
 RESERVED_PATHS = ("", "/healthz", "/readyz", "/metrics")
@@ -275,6 +270,8 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
         from .hours import parse_windows
 
         return parse_windows(value, line, check)
+    if kind == "insights":
+        return parse_insights(value, line, check)
     if kind == "duration":
         seconds = parse_duration(value)
         if seconds is None:
@@ -302,12 +299,6 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
             wrong("true or false")
             return None
         return value
-    if kind == "names":
-        names = [value] if isinstance(value, str) else value if isinstance(value, list) else None
-        if names is None or not all(isinstance(name, str) and name for name in names):
-            wrong("a rule name or a list of them")
-            return None
-        return tuple(names)
     if kind == "map":
         if value is None:
             return MappingProxyType({})
@@ -370,7 +361,6 @@ def parse_settings(text: str, filename: str, base: Path,
         quota=QuotaSettings(**sections["quota"]),
         handoff=HandoffSettings(**sections["handoff"]),
         log=LogSettings(**sections["log"]),
-        insights=InsightsSettings(**sections["insights"]),
         source=filename,
         **values,
     )

@@ -18,9 +18,8 @@ import pytest
 from bench.chatlog import NOISE, unanswered_variants
 from bot.__main__ import main
 from bot.config import load_settings
-from bot.insights import Tally
 from bot.insights.charts import all_charts
-from bot.insights.figures import suggest
+from bot.insights.figures import Tally, suggest
 from bot.insights.report import render
 from bot.sources import load_ruleset
 from bot.store import LogEntry, open_store
@@ -260,7 +259,7 @@ def test_worker_processes_read_sqlite_and_redis_alike(tmp_path, kind):
 
 
 async def test_reports_are_cached_per_period_until_the_rules_change(tmp_path):
-    from bot.insights import Insights, Period
+    from bot.insights.service import Insights, Period
     from bot.store import MemoryStore
 
     clock = [T0]
@@ -305,3 +304,23 @@ async def test_a_dead_worker_is_a_503_and_a_new_pool_next_time(make_bot, tmp_pat
     assert bot.client.app[INSIGHTS]._pool is None  # the broken pool is not reused
     monkeypatch.setattr(service, "count_in", real)
     assert (await bot.client.get("/admin/insights")).status == 200
+
+
+def test_the_insights_section_of_bot_yaml(tmp_path):
+    from bot.config import parse_settings
+    from bot.errors import ConfigError
+    from bot.insights.settings import InsightsSettings
+
+    def parse(text: str):
+        return parse_settings(text, "bot.yaml", tmp_path).insights
+
+    assert parse("") == parse("insights:\n") == InsightsSettings(examples=True, catch_all=())
+    assert parse("insights:\n  examples: false\n  catch_all: other\n").catch_all == ("other",)
+    assert parse("insights:\n  catch_all: [a, b]\n").catch_all == ("a", "b")
+    for text, problem in (("insights:\n  example: false\n", "bot.yaml:2: insights: unknown key 'example'"),
+                          ("insights:\n  catch_all: 3\n", "bot.yaml:2: 'catch_all' must be a rule name or a list"),
+                          ("insights:\n  examples: maybe\n", "bot.yaml:2: 'examples' must be true or false"),
+                          ("insights: [x]\n", "bot.yaml:1: 'insights' must be a mapping")):
+        with pytest.raises(ConfigError) as raised:
+            parse(text)
+        assert str(raised.value).startswith(problem), str(raised.value)

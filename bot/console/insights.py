@@ -8,9 +8,8 @@ from aiohttp import web
 from markupsafe import Markup
 
 from ..errors import StoreError
-from ..insights import Insights, PeriodError
 from ..insights.charts import all_charts
-from ..insights.service import PERIODS
+from ..insights.service import PERIODS, Insights, PeriodError
 from ..runtime import RUNTIME
 from .pages import page, render, runtime
 

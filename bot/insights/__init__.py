@@ -7,9 +7,8 @@
 - charts.py   Report → SVG charts
 - service.py  reading the store page by page off the event loop; reports cached per period
 - report.py   `kefu report`: text, JSON or CSV
+- settings.py bot.yaml's `insights:` section
+
+The package imports nothing itself: config.py reads settings.py, and must not pull in the store (which reads
+config) or the segmenter.
 """
-
-from .figures import Report, Tally
-from .service import Insights, Period, PeriodError
-
-__all__ = ["Insights", "Period", "PeriodError", "Report", "Tally"]
