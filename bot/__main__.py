@@ -188,6 +188,15 @@ def cmd_send(args: argparse.Namespace) -> int:
     return asyncio.run(send())
 
 
+def _no_log_kept(settings: Settings) -> bool:
+    """True (and says why) when the store keeps no log another process can read."""
+    if settings.store.startswith("memory://"):
+        print(f"{settings.source}: the memory store keeps no log between processes; use store: "
+              "sqlite:///kefu.db or redis://… to keep one", file=sys.stderr)
+        return True
+    return False
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     """Print the conversation log from the store."""
     import time as _time
@@ -196,9 +205,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     from .store import open_store
 
     settings = _load(args)
-    if settings.store.startswith("memory://"):
-        print(f"{settings.source}: the memory store keeps no log between processes; use store: "
-              "sqlite:///kefu.db or redis://… to keep one", file=sys.stderr)
+    if _no_log_kept(settings):
         return 1
     since = None
     if args.since:
@@ -222,6 +229,27 @@ def cmd_log(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(show())
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """What no rule answers and the figures of a period, as the console's insights show them."""
+    from .errors import StoreError
+    from .insights.report import run
+    from .insights.service import PeriodError
+    from .sources import load_ruleset
+
+    settings = _load(args)
+    if _no_log_kept(settings):
+        return 1
+    try:
+        sys.stdout.write(run(settings, load_ruleset(settings), args.since, args.format))
+    except PeriodError as exc:
+        print(f"--since: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"kefu report: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def format_log_entry(entry) -> str:
@@ -248,6 +276,7 @@ EXAMPLES = {
     "send": "kefu send o9AgO5Kd5ggOC-bXrbNODIiE3bGY 您好，您的订单已发货",
     "test": "kefu test --time 2026-12-01T20:00",
     "log": "kefu log --since 1h --rule shipping | less",
+    "report": "kefu report --since 30d --format csv > insights.csv",
     "backup": "kefu backup /var/backups/kefu/      (a folder: writes kefu-YYYYmmdd-HHMMSS.db in it)",
     "restore": "systemctl stop kefu && kefu restore /var/backups/kefu/kefu-20261201-030000.db && systemctl start kefu",
 }
@@ -311,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     restore_cmd = command("restore", "put the backup at PATH in place of the sqlite store (stop kefu first)")
     restore_cmd.add_argument("path", metavar="PATH", help="a backup made by kefu backup")
     restore_cmd.set_defaults(func=lambda args: run_restore(_load(args), args.path))
+    report = command("report", "what users ask that no rule answers, and the figures of a period")
+    report.add_argument("--since", default="7d", help="the period: 24h, 7d, 30d (default 7d; at most log.keep)")
+    report.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    report.set_defaults(func=cmd_report)
     _add_examples(parser, sub)
     return parser
 

@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .errors import ConfigError, Problem
+from .insights.settings import InsightsSettings, parse_insights
 from .platforms import apply_defaults
 from .yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml, type_name
 
@@ -133,6 +134,7 @@ class Settings:
     quota: QuotaSettings = QuotaSettings()
     handoff: HandoffSettings = HandoffSettings()
     log: LogSettings = LogSettings()
+    insights: InsightsSettings = InsightsSettings()  # bot/insights/settings.py
     allow_empty_rules: bool = False  # true: no rule files is fine (every message gets the fallback)
     timezone: ZoneInfo = TIMEZONE  # the clock of `time:` conditions and of templates' `now`
     hours: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # named windows (hours.py)
@@ -177,6 +179,7 @@ _TOP: dict[str, tuple[str, Any]] = {
     "allow_empty_rules": ("bool", False),
     "timezone": ("zone", "Asia/Shanghai"),
     "hours": ("windows", {}),
+    "insights": ("insights", None),
 }
 STORE_SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://")
 RESERVED_PATHS = ("", "/healthz", "/readyz", "/metrics")
@@ -267,6 +270,8 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
         from .hours import parse_windows
 
         return parse_windows(value, line, check)
+    if kind == "insights":
+        return parse_insights(value, line, check)
     if kind == "duration":
         seconds = parse_duration(value)
         if seconds is None:

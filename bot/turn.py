@@ -140,7 +140,7 @@ async def take_turn(ruleset: RuleSet, settings: Settings, store: Store, message:
     if journal is not None:  # the conversation log: what the user sent, and the rule
         decision = the_plan.decision
         pushed = LogEntry(now, user, "push", label, message.text or "", decision.rule or "",
-                          detail=decision.error or "")
+                          detail=decision.error or ("quiet" if decision.quiet else ""))  # quiet: for the insights
         if the_plan.answer is _SUCCESS and not the_plan.dropped:
             journal.add(pushed)  # the usual push (API sends are logged by the outbox when they go or fail)
         else:

@@ -43,7 +43,7 @@ RULES = {
                       "    reply: 不会发生\n",
 }
 PAGES = ["/admin", "/admin/rules", "/admin/try", "/admin/conversations", f"/admin/conversations?user={USER}",
-         "/admin/outbox", "/admin/rules/reload"]
+         "/admin/outbox", "/admin/rules/reload", "/admin/insights"]
 POSTS = ["/admin/try", "/admin/outbox/1/retry", "/admin/outbox/1/drop", "/admin/rules/reload", "/admin/logout",
          "/admin/conversations/end-handoff"]
 

@@ -298,6 +298,34 @@ async def test_conversation_log(backend):
     assert len(await store.log_query()) == 3
 
 
+async def test_log_pages_read_a_period_whole_and_only_it(backend):
+    store, clock, _ = backend
+    t = clock.now
+    # 23 entries, several sharing a time (a push and its transfer are logged at once), two outside the period
+    entries = [LogEntry(t + i // 2, f"o{i}", "push", "text", f"问题{i}") for i in range(21)]
+    await store.log_add([LogEntry(t - 5, "early", "push"), *entries[:10]])
+    await store.log_add([*entries[10:], LogEntry(t + 100, "late", "push")])
+    seen, after, pages = [], None, 0
+    while True:
+        page, after = await store.log_page(t, t + 50, after, limit=4)
+        seen += page
+        pages += 1
+        assert pages < 20, "the cursor must move on"
+        if after is None:
+            break
+    assert sorted(e.user for e in seen) == sorted(e.user for e in entries)  # each once, none outside
+    assert (await store.log_page(t + 200, t + 300))[0] == []
+    await store.log_add([LogEntry(t + 1, "o1", "sent", "text", "好"), LogEntry(t + 2, "o2", "transfer", "text")])
+    kinds: list[str] = []
+    after = None
+    while True:
+        page, after = await store.log_page(t, t + 50, after, limit=4, kinds=("sent", "transfer"))
+        kinds += [e.kind for e in page]
+        if after is None:
+            break
+    assert sorted(kinds) == ["sent", "transfer"]
+
+
 # ---- rule hits -----------------------------------------------------------------------------------------
 
 

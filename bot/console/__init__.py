@@ -16,6 +16,7 @@ Routes (all under /admin; every page needs a session, every POST its CSRF token 
     POST /admin/outbox/{id}/retry   POST /admin/outbox/{id}/drop
     POST /admin/conversations/end-handoff   end one user's quiet after a transfer (handoff.py)
     GET  /admin/rules/reload        the live version, the last refused edit; POST: reload now
+    GET  /admin/insights            what no rule answers, with draft rules, and charts (?since=1d|7d|30d)
     GET  /admin/static/{name}       the stylesheet and the script
 """
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..runtime import RUNTIME
-from . import handoff, trying, views
+from . import handoff, insights, trying, views
 from .auth import Sessions
 from .pages import CONSOLE, HEADERS, Console, make_env, static_files
 
@@ -59,3 +60,4 @@ def setup(app: web.Application) -> None:
     router.add_get("/admin/rules/reload", views.reload_page)
     router.add_post("/admin/rules/reload", views.reload_now)
     router.add_get("/admin/static/{name}", static)
+    insights.setup(app)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from ..errors import StoreError
 from ..messages import Reply
@@ -214,6 +214,14 @@ class Store(Protocol):
     async def log_query(self, user: str | None = None, since: float | None = None, rule: str | None = None,
                         limit: int = 200) -> list[LogEntry]:
         """Matching entries, oldest first, the newest `limit` of them."""
+        ...
+
+    async def log_page(self, since: float, until: float, after: Any = None, limit: int = 5000,
+                       kinds: tuple[LogKind, ...] | None = None) -> tuple[list[LogEntry], Any]:
+        """One page (at most `limit`) of the entries with `since` <= ts < `until` (and of `kinds`, if given),
+        and the cursor to pass back as `after` for the next page (None for the first); the cursor is None after
+        the last page, and a page may be empty before it. For reading a long period (the insights) in bounded
+        steps, each short enough not to hold up the pushes."""
         ...
 
     async def log_purge(self, before: float) -> int:

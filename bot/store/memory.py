@@ -8,9 +8,10 @@ import itertools
 import time
 from collections import OrderedDict
 from dataclasses import replace
+from typing import Any
 
 from ..messages import Reply
-from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status
+from .base import STATUSES, LogEntry, LogKind, OutboxItem, RuleHits, Status
 
 KEEP_FINISHED = 10_000
 KEEP_LOG = 20_000  # the memory store is for trying kefu out: a long log here only slows full collections
@@ -242,6 +243,12 @@ class MemoryStore:
         found = [e for e in self._log if (user is None or e.user == user)
                  and (since is None or e.ts >= since) and (rule is None or e.rule == rule)]
         return found[-limit:]
+
+    async def log_page(self, since: float, until: float, after: Any = None, limit: int = 5000,
+                       kinds: tuple[LogKind, ...] | None = None) -> tuple[list[LogEntry], Any]:
+        window = self._log[after or 0:(after or 0) + limit]  # the cursor: a position in the log
+        found = [e for e in window if since <= e.ts < until and (kinds is None or e.kind in kinds)]
+        return found, (after or 0) + limit if len(window) == limit else None
 
     async def log_purge(self, before: float) -> int:
         kept = [e for e in self._log if e.ts >= before]

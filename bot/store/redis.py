@@ -36,7 +36,7 @@ from redis.exceptions import NoScriptError, RedisError
 from ..config import redact_url
 from ..errors import StoreError
 from ..messages import Reply, reply_to_dict
-from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status, readable, unreadable
+from .base import STATUSES, LogEntry, LogKind, OutboxItem, RuleHits, Status, readable, unreadable
 from .memory import KEEP_LOG
 from .redis_scripts import SCRIPTS, SHAS, decode_item, done_args, encode, guarded, ms, pairs, unread_fields
 
@@ -361,6 +361,16 @@ class RedisStore:
                 break
             offset += SCAN
         return found[::-1]
+
+    @guarded
+    async def log_page(self, since: float, until: float, after: Any = None, limit: int = 5000,
+                       kinds: tuple[LogKind, ...] | None = None) -> tuple[list[LogEntry], Any]:
+        low, high = repr(float(since)), f"({float(until)!r}"  # the cursor: an offset into the period
+        page = cast(list[bytes], await self._redis.zrange(f"{self.prefix}log", low, high, byscore=True,
+                                                          offset=after or 0, num=limit))
+        entries = [LogEntry(**json.loads(member[member.index(b":") + 1:])) for member in page]
+        found = entries if kinds is None else [e for e in entries if e.kind in kinds]
+        return found, (after or 0) + limit if len(page) == limit else None
 
     @guarded
     async def log_purge(self, before: float) -> int:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from ..errors import StoreError
 from ..messages import Reply, reply_from_dict, reply_to_dict
-from .base import STATUSES, LogEntry, OutboxItem, RuleHits, Status, readable, unreadable
+from .base import STATUSES, LogEntry, LogKind, OutboxItem, RuleHits, Status, readable, unreadable
 from .sqlschema import migrate
 from .sqlthread import SqliteThread
 
@@ -254,6 +254,14 @@ class SqliteStore:
         rows = await self._fetch("log_query", f"SELECT {LOG_COLUMNS} FROM log {_where(where)} "
                                  "ORDER BY ts DESC, id DESC LIMIT ?", [*params, limit])
         return [LogEntry(*row) for row in reversed(rows)]  # the newest `limit`, oldest first
+
+    async def log_page(self, since: float, until: float, after: Any = None, limit: int = 5000,
+                       kinds: tuple[LogKind, ...] | None = None) -> tuple[list[LogEntry], Any]:
+        start, params = ("ts >= ?", [since]) if after is None else ("(ts, id) > (?, ?)", list(after))
+        only = f" AND kind IN ({', '.join('?' * len(kinds))})" if kinds else ""
+        rows = await self._fetch("log_page", f"SELECT id, {LOG_COLUMNS} FROM log WHERE {start} AND ts < ?{only} "
+                                 "ORDER BY ts, id LIMIT ?", [*params, until, *(kinds or ()), limit])  # log_ts order
+        return [LogEntry(*row[1:]) for row in rows], (rows[-1][1], rows[-1][0]) if len(rows) == limit else None
 
     async def log_purge(self, before: float) -> int:
         return await self._write("log_purge", "DELETE FROM log WHERE ts < ?", (before,))
