@@ -63,6 +63,8 @@ class WeChatSettings:
     encoding_aes_key: Secret = Secret("")
     api_base: str = "https://api.weixin.qq.com"
     use_stable_token: bool = False
+    proxy: Secret = Secret("")  # http://user:pass@host:3128 (its password is a secret); "": HTTPS_PROXY/NO_PROXY
+    ca_file: Path | None = None  # PEM certificates of a private CA, trusted besides the system's
 
     @property
     def has_credentials(self) -> bool:
@@ -153,6 +155,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
         "encoding_aes_key": ("aeskey", ""),
         "api_base": ("url", "https://api.weixin.qq.com"),
         "use_stable_token": ("bool", False),
+        "proxy": ("proxy", ""),
+        "ca_file": ("cafile", ""),
     },
     "server": {"host": ("str", "127.0.0.1"), "port": ("port", 8080), "path": ("urlpath", "/wechat")},
     "security": {
@@ -197,6 +201,8 @@ def parse_duration(value: Any) -> int | None:
 def redact_url(url: str) -> str:
     """A URL without the password of its user part: redis://:secret@host → redis://:***@host."""
     return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -227,7 +233,7 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
     def wrong(expected: str) -> None:
         check.add(line, f"'{key}' must be {expected}, not {type_name(value)}")
 
-    if kind in ("str", "secret", "aeskey", "url", "urlpath", "platform", "store", "path"):
+    if kind in ("str", "secret", "aeskey", "url", "urlpath", "platform", "store", "path", "proxy", "cafile"):
         if value is None:
             value = ""
         if isinstance(value, int | float) and not isinstance(value, bool) and kind in ("str", "secret"):
@@ -242,8 +248,16 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
                 decode_aes_key(value)
             except ValueError as exc:
                 check.add(line, f"'{key}' {exc} (copy the EncodingAESKey from the WeChat console)")
-        if kind in ("secret", "aeskey"):
+        if kind in ("proxy", "cafile") and value:
+            from .transport import ca_file_problem, proxy_problem
+
+            problem = proxy_problem(value) if kind == "proxy" else ca_file_problem(base / value)
+            if problem:
+                check.add(line, f"'{key}' {problem}")
+        if kind in ("secret", "aeskey", "proxy"):
             return Secret(value)
+        if kind == "cafile":
+            return (base / value).resolve() if value else None
         if kind == "platform" and value not in PLATFORMS:
             check.add(line, f"'platform' must be one of {', '.join(PLATFORMS)}, not '{value}'")
         if kind == "url" and not value.startswith(("http://", "https://")):
