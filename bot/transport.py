@@ -1,12 +1,13 @@
 """The road to WeChat: the app's one aiohttp ClientSession, its proxy and its CA, and failures told in words.
 
-- `make_session(settings)`: the process's ClientSession for every call to WeChat. `wechat.proxy`
-  (http://user:pass@host:3128) sends them through a forward proxy; without it the standard HTTPS_PROXY /
-  HTTP_PROXY / NO_PROXY environment is followed (aiohttp's `trust_env`). `wechat.ca_file` adds a private CA
-  (a corporate proxy that inspects TLS, a test API) to the system's; TLS verification is never turned off.
-  The proxy's password goes to aiohttp as a BasicAuth, never in a URL that an error message could print.
+- `make_session(settings)`: the process's ClientSession for every call to WeChat. `wechat.ca_file` adds a
+  private CA (a corporate proxy that inspects TLS, a test API) to the system's; TLS verification is never
+  turned off.
+- `route(settings)`: `wechat.proxy` (http://user:pass@host:3128) sends every call through a forward proxy;
+  without it the standard HTTPS_PROXY / HTTP_PROXY / NO_PROXY environment is followed. The password only
+  ever becomes a Proxy-Authorization header, never part of a URL that an error message could print.
 - `Transport`: the seam the API client calls through (`WeChatAPI(transport=…)`); tests can put anything
-  that answers `request()` there. `SessionTransport` is the real one.
+  that answers `request()` there. `SessionTransport` (the session, by the route) is the real one.
 - `explain(failure)`: a transport failure in words an operator can act on (`kefu send` prints it, the
   outbox logs it): the proxy refused the connection or the credentials, a certificate did not verify, …
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -38,19 +40,59 @@ class Transport(Protocol):
         ...
 
 
-class SessionTransport:
-    """Calls through an aiohttp ClientSession (the app's, from make_session)."""
+class Route:
+    """Where calls to WeChat go: straight there, or through a proxy (its URL without credentials, and the
+    Proxy-Authorization header they make). Never shows the header."""
 
-    def __init__(self, session: aiohttp.ClientSession):
-        self.session = session
+    __slots__ = ("proxy", "headers")
+
+    def __init__(self, proxy: URL | None = None, headers: Mapping[str, str] | None = None):
+        self.proxy = proxy
+        self.headers = headers
 
     def __repr__(self) -> str:
-        return "SessionTransport()"
+        return f"Route({self.shown()})"
+
+    def shown(self) -> str:
+        return f"through the proxy {self.proxy}" if self.proxy is not None else "with no proxy"
+
+
+def route(settings: WeChatSettings) -> Route:
+    """wechat.proxy; else the environment's proxy for api_base's scheme (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY)
+    unless NO_PROXY names its host — as curl, requests and aiohttp's trust_env read them."""
+    raw = settings.proxy.reveal() if settings.proxy else _env_proxy(settings.api_base)
+    if not raw:
+        return Route()
+    url = URL(raw if "://" in raw else f"http://{raw}")
+    headers = None
+    if url.user is not None:
+        headers = {"Proxy-Authorization": aiohttp.encode_basic_auth(url.user, url.password or "")}
+    return Route(url.with_user(None), headers)
+
+
+def _env_proxy(api_base: str) -> str | None:
+    parts = urlsplit(api_base)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
+
+
+class SessionTransport:
+    """Calls through an aiohttp ClientSession (the app's, from make_session), by `route`."""
+
+    def __init__(self, session: aiohttp.ClientSession, route: Route | None = None):
+        self.session = session
+        self.route = route or Route()
+
+    def __repr__(self) -> str:
+        return f"SessionTransport({self.route.shown()})"
 
     async def request(self, method: str, url: str, *, params: Mapping[str, str] | None = None,
                       data: bytes | aiohttp.FormData | None = None, timeout: float) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json; charset=utf-8"} if isinstance(data, bytes) else None
         async with self.session.request(method, url, params=params, data=data, headers=headers,
+                                        proxy=self.route.proxy, proxy_headers=self.route.headers,
                                         allow_redirects=False,  # WeChat never redirects: a 3xx is an error
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             return resp.status, await resp.read()
@@ -62,15 +104,6 @@ def ssl_context(settings: WeChatSettings) -> ssl.SSLContext:
     if settings.ca_file is not None:
         context.load_verify_locations(cafile=str(settings.ca_file))
     return context
-
-
-def proxy_of(settings: WeChatSettings) -> tuple[URL | None, aiohttp.BasicAuth | None]:
-    """wechat.proxy split into the proxy's URL (without credentials) and its BasicAuth."""
-    if not settings.proxy:
-        return None, None
-    url = URL(settings.proxy.reveal())
-    auth = aiohttp.BasicAuth(url.user or "", url.password or "") if url.user is not None else None
-    return url.with_user(None), auth
 
 
 def proxy_problem(value: str) -> str | None:
@@ -95,24 +128,8 @@ def ca_file_problem(path: Path) -> str | None:
 
 
 def make_session(settings: WeChatSettings, limit: int = CONNECTIONS) -> aiohttp.ClientSession:
-    """The ClientSession every call to WeChat goes through. Raises ssl.SSLError/OSError for a ca_file that
-    cannot be read as PEM certificates."""
-    proxy, auth = proxy_of(settings)
-    connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_context(settings))
-    return aiohttp.ClientSession(connector=connector, proxy=proxy, proxy_auth=auth, trust_env=proxy is None)
-
-
-def proxy_for(settings: WeChatSettings, url: str) -> str | None:
-    """The proxy a call to `url` goes through, for showing (without its password); None: straight there."""
-    if settings.proxy:
-        return redact_url(str(proxy_of(settings)[0]))
-    from aiohttp.helpers import get_env_proxy_for_url
-
-    try:
-        proxy, _ = get_env_proxy_for_url(URL(url))
-    except LookupError:
-        return None
-    return redact_url(str(proxy.with_user(None)))
+    """The ClientSession every call to WeChat goes through (the proxy is chosen per call: see Route)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, ssl=ssl_context(settings)))
 
 
 def explain(failure: BaseException, timeout: float | None = None) -> str:

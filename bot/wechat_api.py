@@ -30,7 +30,7 @@ from .messages import MediaFile, Reply, TypingReply
 from .sendbody import build_send_body, media_of, typing_body, with_media_id
 from .store.base import Store
 from .tokens import TokenManager
-from .transport import SessionTransport, Transport, explain, explain_status
+from .transport import SessionTransport, Transport, explain, explain_status, route
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class WeChatAPI:
         if transport is None:
             if session is None:
                 raise ValueError("WeChatAPI needs an aiohttp session or a transport")
-            transport = SessionTransport(session)
+            transport = SessionTransport(session, route(settings))
         self.settings = settings
         self.transport = transport
         self.retry = retry or RetryPolicy()

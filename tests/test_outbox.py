@@ -636,3 +636,16 @@ async def test_a_renewal_answered_between_two_drains_of_a_lane_disables_renewal_
         assert sent == [("A", "one"), ("A", "two")]
     finally:
         del loop.time
+
+
+@pytest.mark.parametrize("status", [302, 404])
+async def test_a_final_http_status_fails_the_reply_at_once(fake, api, status):
+    """errcodes.classify judges for both the API client and the outbox: a 3xx/4xx is not retried later."""
+    store = MemoryStore()
+    outbox = Outbox(store, api.send, OutboxSettings(max_attempts=8), base_delay=0.001)
+    fake.fail(SEND, Failure(http=status))
+    await outbox.submit("u", texts(1, "m"), "p")
+    await outbox.drain()
+    (item,) = await store.outbox_items()
+    assert item.status == "failed" and item.attempts == 1 and f"HTTP {status}" in item.error
+    assert len(fake.calls_to(SEND)) == 1 and outbox.stats.retried == 0

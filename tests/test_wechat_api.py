@@ -207,3 +207,36 @@ async def test_a_transient_token_failure_is_not_remembered(fake, session):
     fake.fail(TOKEN_PATH, *[Failure(errcode=-1)] * FAST_RETRY.attempts)
     assert not (await api.send("o1", TextReply("x"))).ok
     assert (await api.send("o1", TextReply("y"))).ok
+
+
+class ScriptedTransport:
+    """The transport seam: a test answers (or fails) each call itself, no HTTP at all."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls: list[tuple[str, str]] = []
+
+    async def request(self, method, url, *, params=None, data=None, timeout):
+        self.calls.append((method, url))
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+async def test_any_transport_can_stand_in_for_the_session():
+    token = (200, b'{"access_token": "T", "expires_in": 7200}')
+    transport = ScriptedTransport(token, (200, b'{"errcode": 0, "errmsg": "ok"}'))
+    settings = WeChatSettings(appid=APPID, secret=Secret(SECRET), api_base="https://api.example")
+    result = await WeChatAPI(settings, transport=transport, retry=FAST_RETRY).send("o1", TextReply("x"))
+    assert result.ok and transport.calls == [("GET", "https://api.example/cgi-bin/token"),
+                                             ("POST", "https://api.example/cgi-bin/message/custom/send")]
+
+
+async def test_a_proxy_refusing_our_credentials_is_final_and_said_in_words():
+    refused = aiohttp.ClientHttpProxyError(None, (), status=407, message="Proxy Authentication Required")
+    transport = ScriptedTransport(refused)
+    settings = WeChatSettings(appid=APPID, secret=Secret(SECRET), api_base="https://api.example")
+    result = await WeChatAPI(settings, transport=transport, retry=FAST_RETRY).send("o1", TextReply("x"))
+    assert not result.ok and result.kind is Verdict.FINAL and result.attempts == 1 and len(transport.calls) == 1
+    assert "proxy refused our credentials" in result.reason
