@@ -814,7 +814,7 @@ class Suite:
             row.measures.append(probe.rate)
             row.rate = statistics.fmean(row.measures)
             row.p50_ms, row.p99_ms, row.cpu, row.answers = probe.p50_ms, probe.p99_ms, probe.cpu, probe.answers
-            if probe.note:
+            if probe.note and probe.note not in row.note:  # once, not once per measure
                 row.note = (row.note + " " + probe.note).strip()
             row.requests += probe.requests
             row.errors += probe.errors
