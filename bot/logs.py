@@ -2,7 +2,8 @@
 
 The standard library's QueueHandler/QueueListener carry every record to a thread that formats and writes
 it: the event loop never waits on stderr (a slow terminal or a full pipe to a log collector would otherwise
-hold every push). `setup_logging` installs them; the listener drains the queue at exit.
+hold every push). `setup_logging` installs them; the listener drains the queue at exit, and a forked worker
+(`kefu serve --workers`) gets a listener of its own.
 
 Log calls may pass structured fields as `extra={"fields": {...}}`: the JSON format puts them in the object
 (`{"ts", "level", "logger", "msg", "rid", "user", …}`), the text format shows only the message, which already
@@ -18,6 +19,7 @@ import hashlib
 import json
 import logging
 import logging.handlers
+import os
 import queue
 import re
 import sys
@@ -115,6 +117,44 @@ def _stop(listener: logging.handlers.QueueListener) -> None:
         listener.stop()
     if _listener is listener:
         _listener = None
+
+
+def flush() -> None:
+    """Write out every line logged so far (a forked worker calls this before it exits: no atexit there)."""
+    listener = _listener
+    if listener is not None and listener._thread is not None:  # type: ignore[attr-defined]
+        listener.stop()
+        listener.start()
+
+
+def _before_fork() -> None:
+    """`kefu serve --workers` forks: no listener thread may be writing while it does (the child would get
+    a half-written line, and a queue nobody drains)."""
+    listener = _listener
+    if listener is not None and listener._thread is not None:  # type: ignore[attr-defined]
+        listener.stop()
+
+
+def _after_fork_in_parent() -> None:
+    if _listener is not None and _listener._thread is None:  # type: ignore[attr-defined]
+        _listener.start()
+
+
+def _after_fork_in_child() -> None:
+    """The child writes its own lines: a queue and a listener thread of its own, to the same stream."""
+    global _listener
+    if _listener is None:
+        return
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, *_listener.handlers)
+    root = logging.getLogger()
+    root.handlers[:] = [_ToQueue(records) if isinstance(h, _ToQueue) else h for h in root.handlers]
+    _listener.start()
+    atexit.register(_stop, _listener)
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 @functools.lru_cache(maxsize=4096)  # a push's line and its replies' send lines ask for the same id

@@ -101,3 +101,28 @@ def test_info_fields_are_made_only_when_the_line_is_logged(caplog):
         logs.info(log, "push rid=00000000", lambda: {"rid": "00000000"})
     assert [r.getMessage() for r in caplog.records] == ["push rid=00000000"]
     assert caplog.records[0].fields == {"rid": "00000000"}
+
+
+def test_a_forked_worker_writes_its_own_lines_and_the_parent_goes_on(setup, tmp_path):
+    """kefu serve --workers forks after logging is set up: the child gets a listener of its own (no thread
+    crosses a fork), and what it logs before os._exit is written."""
+    import os
+
+    path = tmp_path / "stderr.log"
+    with path.open("a", encoding="utf-8") as stream:
+        listeners = logs.setup_logging("text", "INFO", stream)
+        log = logging.getLogger("bot.test")
+        log.info("parent before")
+        pid = os.fork()
+        if pid == 0:  # the child: log, write out, leave without atexit (as a worker does)
+            try:
+                log.info("child %d", os.getpid())
+                logs.flush()
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        log.info("parent after")
+        logs._stop(listeners)
+    assert os.waitstatus_to_exitcode(status) == 0
+    lines = [line.split(": ", 1)[1] for line in path.read_text(encoding="utf-8").splitlines()]
+    assert sorted(lines) == sorted(["parent before", f"child {pid}", "parent after"])
