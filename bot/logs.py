@@ -113,7 +113,7 @@ def setup_logging(fmt: str = "text", level: str = "INFO",
 def _stop(listener: logging.handlers.QueueListener) -> None:
     """Write out what is queued and end the thread (at exit, or when logging is set up again)."""
     global _listener
-    if listener._thread is not None:  # type: ignore[attr-defined]  # stop() twice fails on 3.11
+    if listener._thread is not None:  # stop() twice fails on 3.11
         listener.stop()
     if _listener is listener:
         _listener = None
@@ -122,7 +122,7 @@ def _stop(listener: logging.handlers.QueueListener) -> None:
 def flush() -> None:
     """Write out every line logged so far (a forked worker calls this before it exits: no atexit there)."""
     listener = _listener
-    if listener is not None and listener._thread is not None:  # type: ignore[attr-defined]
+    if listener is not None and listener._thread is not None:
         listener.stop()
         listener.start()
 
@@ -131,12 +131,12 @@ def _before_fork() -> None:
     """`kefu serve --workers` forks: no listener thread may be writing while it does (the child would get
     a half-written line, and a queue nobody drains)."""
     listener = _listener
-    if listener is not None and listener._thread is not None:  # type: ignore[attr-defined]
+    if listener is not None and listener._thread is not None:
         listener.stop()
 
 
 def _after_fork_in_parent() -> None:
-    if _listener is not None and _listener._thread is None:  # type: ignore[attr-defined]
+    if _listener is not None and _listener._thread is None:
         _listener.start()
 
 
