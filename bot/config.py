@@ -18,37 +18,8 @@ from zoneinfo import ZoneInfo
 
 from .errors import ConfigError, Problem
 from .platforms import apply_defaults
+from .secret import Secret
 from .yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml, type_name
-
-
-class Secret:
-    """A value that must never be printed. `reveal()` is the only way to read it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(("Secret", self._value))
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self._value else "Secret('')"
-
-    __str__ = __repr__
-
-    def __reduce__(self):  # pickling would write the value somewhere: refuse
-        raise TypeError("Secret values cannot be pickled")
-
 
 PLATFORMS = ("miniprogram", "official_account")
 TIMEZONE = ZoneInfo("Asia/Shanghai")  # the clock rules and templates see
@@ -201,8 +172,6 @@ def parse_duration(value: Any) -> int | None:
 def redact_url(url: str) -> str:
     """A URL without the password of its user part: redis://:secret@host → redis://:***@host."""
     return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
-
-
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
