@@ -1,7 +1,7 @@
 """A load generator in its own process: pre-signed pushes with distinct users and MsgIds, many connections,
 per-request latency with timestamps. Prints one JSON object on stdout when done: `samples` as
 (wall-clock start, latency, status) and `answers`, the count of each kind of answer body (success, transfer,
-encrypted, other) and `repeats`, the pushes sent a second time because the pool ran out.
+encrypted, passive, other) and `repeats`, the pushes sent a second time because the pool ran out.
 
     python -m bench.load URL --token T --seconds 10 --connections 32 [--body xml|json] [--rps N]
         [--first N] [--users 0] [--aes-key KEY --appid APPID]
@@ -61,7 +61,9 @@ def answer_kind(body: bytes) -> str:
         return "success"
     if b"transfer_customer_service" in body:
         return "transfer"
-    return "encrypted" if b"Encrypt" in body else "other"
+    if b"Encrypt" in body:
+        return "encrypted"
+    return "passive" if b"<MsgType><![CDATA[text]]></MsgType>" in body else "other"
 
 
 async def run(url: str, token: str, seconds: float, connections: int, kind: str, text: str,
@@ -73,7 +75,7 @@ async def run(url: str, token: str, seconds: float, connections: int, kind: str,
     crypto = WeChatCrypto(aes_key, appid) if aes_key else None  # safe mode: each push its own msg_signature
     pool = [safe_push(token, crypto, b) if crypto else (query, b) for b in plain]
     samples: list[tuple[float, float, int]] = []  # (start, latency, status)
-    answers = {"success": 0, "transfer": 0, "encrypted": 0, "other": 0}
+    answers = {"success": 0, "transfer": 0, "encrypted": 0, "passive": 0, "other": 0}
     counter = 0
     deadline = time.perf_counter() + seconds
     interval = connections / rps if rps else 0.0

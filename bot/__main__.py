@@ -161,9 +161,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    import aiohttp
-
     from .messages import TextReply
+    from .transport import make_session, route
     from .wechat_api import WeChatAPI
 
     setup_logging(args.log_format, args.log_level)
@@ -171,18 +170,15 @@ def cmd_send(args: argparse.Namespace) -> int:
     if not settings.wechat.has_credentials:
         print(f"{settings.source}: wechat.appid and wechat.secret are needed to send", file=sys.stderr)
         return 1
+    way = route(settings.wechat).shown()  # "through the proxy http://host:3128" (no password) or "with no proxy"
 
     async def send() -> int:
-        async with aiohttp.ClientSession() as session:
-            api = WeChatAPI(settings.wechat, session)
-            try:
-                result = await api.send(args.openid, TextReply(args.text))
-            finally:
-                await api.close()
+        async with make_session(settings.wechat) as session:
+            result = await WeChatAPI(settings.wechat, session).send(args.openid, TextReply(args.text))
         if result.ok:
-            print(f"sent to {args.openid}")
+            print(f"sent to {args.openid} {way}")
             return 0
-        print(f"not sent: {result.reason}", file=sys.stderr)
+        print(f"not sent: {result.reason} ({way})", file=sys.stderr)
         return 1
 
     return asyncio.run(send())

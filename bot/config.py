@@ -19,37 +19,8 @@ from zoneinfo import ZoneInfo
 from .errors import ConfigError, Problem
 from .insights.settings import InsightsSettings, parse_insights
 from .platforms import apply_defaults
+from .secret import Secret
 from .yamlsrc import Checker, YamlList, YamlMap, YamlSyntaxError, load_yaml, type_name
-
-
-class Secret:
-    """A value that must never be printed. `reveal()` is the only way to read it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(("Secret", self._value))
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self._value else "Secret('')"
-
-    __str__ = __repr__
-
-    def __reduce__(self):  # pickling would write the value somewhere: refuse
-        raise TypeError("Secret values cannot be pickled")
-
 
 PLATFORMS = ("miniprogram", "official_account")
 TIMEZONE = ZoneInfo("Asia/Shanghai")  # the clock rules and templates see
@@ -64,6 +35,8 @@ class WeChatSettings:
     encoding_aes_key: Secret = Secret("")
     api_base: str = "https://api.weixin.qq.com"
     use_stable_token: bool = False
+    proxy: Secret = Secret("")  # http://user:pass@host:3128 (its password is a secret); "": HTTPS_PROXY/NO_PROXY
+    ca_file: Path | None = None  # PEM certificates of a private CA, trusted besides the system's
 
     @property
     def has_credentials(self) -> bool:
@@ -155,6 +128,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
         "encoding_aes_key": ("aeskey", ""),
         "api_base": ("url", "https://api.weixin.qq.com"),
         "use_stable_token": ("bool", False),
+        "proxy": ("proxy", ""),
+        "ca_file": ("cafile", ""),
     },
     "server": {"host": ("str", "127.0.0.1"), "port": ("port", 8080), "path": ("urlpath", "/wechat")},
     "security": {
@@ -230,7 +205,7 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
     def wrong(expected: str) -> None:
         check.add(line, f"'{key}' must be {expected}, not {type_name(value)}")
 
-    if kind in ("str", "secret", "aeskey", "url", "urlpath", "platform", "store", "path"):
+    if kind in ("str", "secret", "aeskey", "url", "urlpath", "platform", "store", "path", "proxy", "cafile"):
         if value is None:
             value = ""
         if isinstance(value, int | float) and not isinstance(value, bool) and kind in ("str", "secret"):
@@ -245,8 +220,16 @@ def _convert(kind: str, key: str, value: Any, line: int, check: Checker, base: P
                 decode_aes_key(value)
             except ValueError as exc:
                 check.add(line, f"'{key}' {exc} (copy the EncodingAESKey from the WeChat console)")
-        if kind in ("secret", "aeskey"):
+        if kind in ("proxy", "cafile") and value:
+            from .transport import ca_file_problem, proxy_problem
+
+            problem = proxy_problem(value) if kind == "proxy" else ca_file_problem(base / value)
+            if problem:
+                check.add(line, f"'{key}' {problem}")
+        if kind in ("secret", "aeskey", "proxy"):
             return Secret(value)
+        if kind == "cafile":
+            return (base / value).resolve() if value else None
         if kind == "platform" and value not in PLATFORMS:
             check.add(line, f"'platform' must be one of {', '.join(PLATFORMS)}, not '{value}'")
         if kind == "url" and not value.startswith(("http://", "https://")):

@@ -95,9 +95,12 @@ class StoreError(KefuError):
 
 
 class WeChatAPIError(KefuError):
-    """The WeChat API answered an error, or could not be reached (errcode None)."""
+    """The WeChat API answered an error, or could not be reached (errcode None). `verdict` is what
+    errcodes.classify made of it (an errcodes.Verdict; None: judge by the errcode), `attempts` the calls made."""
 
-    def __init__(self, errcode: int | None, errmsg: str):
+    def __init__(self, errcode: int | None, errmsg: str, verdict: object = None, attempts: int = 1):
         self.errcode = errcode
         self.errmsg = errmsg
+        self.verdict = verdict
+        self.attempts = attempts
         super().__init__(f"errcode {errcode}: {errmsg}" if errcode is not None else errmsg)

@@ -1,9 +1,9 @@
 """Logging to stderr, one line per event: readable by default, JSON lines with --log-format json.
 
-A busy bot logs a line per push and per send, so the handler is built for that: the timestamp text is made
-once per second, and lines are written in batches (at most every FLUSH_EVERY seconds, at once for warnings
-and errors, and at exit) instead of one write per line. Python's default handler cost a push about as much
-as reading and parsing it.
+The standard library's QueueHandler/QueueListener carry every record to a thread that formats and writes
+it: the event loop never waits on stderr (a slow terminal or a full pipe to a log collector would otherwise
+hold every push). `setup_logging` installs them; the listener drains the queue at exit, and a forked worker
+(`kefu serve --workers`) gets a listener of its own.
 
 Log calls may pass structured fields as `extra={"fields": {...}}`: the JSON format puts them in the object
 (`{"ts", "level", "logger", "msg", "rid", "user", …}`), the text format shows only the message, which already
@@ -12,20 +12,20 @@ says the same in words.
 
 from __future__ import annotations
 
+import atexit
+import copy
 import functools
 import hashlib
 import json
 import logging
+import logging.handlers
+import os
+import queue
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any
-
-FLUSH_EVERY = 0.2  # seconds a line may wait in the buffer (a quiet bot's last line: see LineHandler.tick)
-FLUSH_AT = 64 * 1024  # characters
-
+from typing import Any
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
@@ -39,179 +39,122 @@ def printable(value: str) -> str:
                             else f"\\u{ord(m.group()):04x}", value)
 
 
-_MILLIS = tuple(f",{ms:03d}" for ms in range(1000))  # ",000" … ",999": a lookup, not a format, per line
-
-
-class _Clock:
-    """'2026-11-28 16:41:49' (local time) or '2026-11-28T08:41:49' (UTC), made once per second."""
-
-    def __init__(self, utc: bool):
-        self.utc = utc
-        self._second = -1
-        self._text = ""
-
-    def text(self, created: float) -> str:
-        second = int(created)
-        if second != self._second:
-            if self.utc:
-                self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            else:
-                self._text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-            self._second = second
-        return self._text
-
-
 class TextFormatter(logging.Formatter):
+    """`2026-11-28 16:41:49,123 INFO    bot.server: push …` (local time)."""
+
     def __init__(self) -> None:
-        super().__init__()
-        self._clock = _Clock(utc=False)
-        self._middles: dict[tuple[str, str], str] = {}  # (level, logger) → " INFO    bot.server: "
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = self.line(record.created, record.levelname, record.name, record.getMessage(), None)
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-    def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any] | None) -> str:
-        """The text format shows only the message: it says in words what the fields hold."""
-        middle = self._middles.get((level, name))
-        if middle is None:
-            middle = f" {level:<7} {name}: "
-            if len(self._middles) < 256:  # a few loggers and levels
-                self._middles[level, name] = middle
-        return self._clock.text(created) + _MILLIS[int((created % 1) * 1000)] + middle + message
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__()
-        self._clock = _Clock(utc=True)
+    """One JSON object per line: ts (UTC), level, logger, msg, the record's fields, exc."""
+
+    converter = time.gmtime  # type: ignore[assignment]  # logging's documented way to UTC
 
     def format(self, record: logging.LogRecord) -> str:
-        exc = self.formatException(record.exc_info) if record.exc_info else None
-        return self.line(record.created, record.levelname, record.name, record.getMessage(),
-                         getattr(record, "fields", None), exc)
-
-    def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any] | None,
-             exc: str | None = None) -> str:
-        entry: dict[str, Any] = {"ts": f"{self._clock.text(created)}.{int((created % 1) * 1000):03d}Z",
-                                 "level": level.lower(), "logger": name, "msg": message}
-        if fields:
-            entry.update(fields)
-        if exc:
-            entry["exc"] = exc
+        entry: dict[str, Any] = {"ts": f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')}.{int(record.msecs):03d}Z",
+                                 "level": record.levelname.lower(), "logger": record.name,
+                                 "msg": record.getMessage()}
+        entry.update(getattr(record, "fields", None) or {})
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-class LineHandler(logging.Handler):
-    """Formatted lines into a buffer; the buffer into the stream in one write."""
+class _ToQueue(logging.handlers.QueueHandler):
+    """Hands records to the listener's thread with their message and traceback already made into text (the
+    arguments may change once the call returns), the structured fields kept for the JSON format."""
 
-    def __init__(self, stream: IO[str]):
-        super().__init__()
-        self.stream = stream
-        self._lines: list[str] = []
-        self._size = 0
-        self._last = time.monotonic()
-        self._guard = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record)
-        except Exception:
-            self.handleError(record)
-            return
-        self.add(line, record.levelno >= logging.WARNING)
-
-    def add(self, line: str, urgent: bool = False) -> None:
-        with self._guard:
-            self._lines.append(line)
-            self._size += len(line)
-        if urgent or self._size >= FLUSH_AT or time.monotonic() - self._last >= FLUSH_EVERY:
-            self.flush()
-
-    def tick(self) -> None:
-        """Write what has waited FLUSH_EVERY seconds (the server calls this a few times a second)."""
-        if self._lines and time.monotonic() - self._last >= FLUSH_EVERY:
-            self.flush()
-
-    def flush(self) -> None:
-        with self._guard:
-            lines, self._lines, self._size = self._lines, [], 0
-            self._last = time.monotonic()
-        if lines:
-            try:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):  # stderr closed or gone: nothing to tell anyone
-                pass
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record = copy.copy(record)  # other handlers (a test's caplog) see the record as it was
+        record.msg, record.args = record.getMessage(), None
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
 
 
-_handler: LineHandler | None = None  # the handler setup_logging installed
+_listener: logging.handlers.QueueListener | None = None  # the one setup_logging started
 
 
 def info(logger: logging.Logger, message: str,
          fields: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
-    """An INFO line with structured fields — the push and send lines, one per push or reply. When kefu's own
-    handler is the only one the line reaches (as `kefu serve` sets it up), the line is formatted and buffered
-    directly: a LogRecord and the logging module's dispatch cost a push about as much as its matching. Else
-    (a test's caplog, an embedding application's handlers) it is an ordinary log call. `fields` may be a
-    function making them: the text format never asks for it."""
-    if not logger.isEnabledFor(logging.INFO):
-        return
-    handler = _handler
-    if handler is not None and _only(handler, logger):
-        formatter = handler.formatter
-        if isinstance(formatter, TextFormatter):
-            handler.add(formatter.line(time.time(), "INFO", logger.name, message, None))
-            return
-        if isinstance(formatter, JsonFormatter):
-            handler.add(formatter.line(time.time(), "INFO", logger.name, message,
-                                       fields() if callable(fields) else fields))
-            return
-    logger.info("%s", message, extra={"fields": fields() if callable(fields) else fields})
+    """An INFO line with structured fields — the push and send lines. `fields` may be a function making them:
+    it is only called when the line is logged."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("%s", message, extra={"fields": fields() if callable(fields) else fields})
 
 
-def _only(handler: LineHandler, logger: logging.Logger) -> bool:
-    """Whether `handler` on the root is the one handler a line from `logger` reaches, with no filters."""
-    current: logging.Logger | None = logger
-    while current is not None:
-        if current.filters:
-            return False
-        if current.parent is None:  # the root
-            return (len(current.handlers) == 1 and current.handlers[0] is handler and not handler.filters
-                    and handler.level <= logging.INFO)
-        if current.handlers or not current.propagate:
-            return False
-        current = current.parent  # type: ignore[assignment]
-    return False  # pragma: no cover - a logger always ends at the root
-
-
-def setup_logging(fmt: str = "text", level: str = "INFO") -> LineHandler:
-    global _handler
-    handler = _handler = LineHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+def setup_logging(fmt: str = "text", level: str = "INFO",
+                  stream: Any = None) -> logging.handlers.QueueListener:
+    """Send every record through a queue to a thread writing `stream` (stderr). Called again, it replaces
+    the previous setup (after writing out what it still held)."""
+    global _listener
+    if _listener is not None:
+        _stop(_listener)
+    writer = logging.StreamHandler(sys.stderr if stream is None else stream)
+    writer.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = _listener = logging.handlers.QueueListener(records, writer)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_ToQueue(records)]
     root.setLevel(level.upper())
-    # a LogRecord need not look up the caller's file and line (a walk up the stack), the thread or the
-    # process, which kefu's lines never print
-    logging._srcfile = None  # type: ignore[attr-defined]  # the documented switch: logging's own docs
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # watchfiles says "N changes detected" for every batch, relevant or not (a log file written next to
     # bot.yaml would make that a line per line); kefu logs the reloads that matter itself
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
-    return handler
+    listener.start()
+    atexit.register(_stop, listener)
+    return listener
 
 
-def tick() -> None:
-    """Flush lines that have waited long enough, on whichever LineHandler the root logger has."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, LineHandler):
-            handler.tick()
+def _stop(listener: logging.handlers.QueueListener) -> None:
+    """Write out what is queued and end the thread (at exit, or when logging is set up again)."""
+    global _listener
+    if listener._thread is not None:  # stop() twice fails on 3.11
+        listener.stop()
+    if _listener is listener:
+        _listener = None
+
+
+def flush() -> None:
+    """Write out every line logged so far (a forked worker calls this before it exits: no atexit there)."""
+    listener = _listener
+    if listener is not None and listener._thread is not None:
+        listener.stop()
+        listener.start()
+
+
+def _before_fork() -> None:
+    """`kefu serve --workers` forks: no listener thread may be writing while it does (the child would get
+    a half-written line, and a queue nobody drains)."""
+    listener = _listener
+    if listener is not None and listener._thread is not None:
+        listener.stop()
+
+
+def _after_fork_in_parent() -> None:
+    if _listener is not None and _listener._thread is None:
+        _listener.start()
+
+
+def _after_fork_in_child() -> None:
+    """The child writes its own lines: a queue and a listener thread of its own, to the same stream."""
+    global _listener
+    if _listener is None:
+        return
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, *_listener.handlers)
+    root = logging.getLogger()
+    root.handlers[:] = [_ToQueue(records) if isinstance(h, _ToQueue) else h for h in root.handlers]
+    _listener.start()
+    atexit.register(_stop, _listener)
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 @functools.lru_cache(maxsize=4096)  # a push's line and its replies' send lines ask for the same id

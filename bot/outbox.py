@@ -10,10 +10,10 @@ owns. The store is the only truth, so a restart (or another instance) carries on
   a send already under way is recorded all the same, and the store writes only what cannot undo the new
   holder's work (see Store.lane_next).
 - Lanes run concurrently, at most `concurrency` sends in flight.
-- A send that fails transiently (-1, HTTP 5xx, timeouts, connection errors — after the API client's own
-  quick retries) stays pending and is tried again later with exponential backoff and jitter, up to
-  `max_attempts`; then it is marked failed with the reason. Any other errcode (45015 outside the 48-hour
-  window, 45047 quota, 43004, 40003, 48001, 45009, …) marks it failed at once.
+- A send that failed transiently (as errcodes.classify judges it, after the API client's own quick retries)
+  stays pending and is tried again later with exponential backoff and jitter, up to `max_attempts`; then it
+  is marked failed with the reason. Any other failure (45015 outside the 48-hour window, 45047, an HTTP 4xx,
+  the proxy refusing our credentials, …) marks it failed at once.
 - A scan every few seconds (and at start) finds pending replies no live lane is sending: those of an
   instance that crashed, once its lease has expired.
 - Exactly once, except: a crash after WeChat accepted a message and before the store marked it sent, or a
@@ -36,14 +36,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from . import logs
 from .config import OutboxSettings
 from .convlog import ConversationLog
+from .errcodes import Verdict
 from .errors import StoreError
-from .logs import request_id
+from .logs import printable, request_id
 from .messages import Reply
 from .metrics import Metrics
-from .slots import Slots
 from .store import LogEntry, OutboxItem, Store
 from .wechat_api import SendResult
 
@@ -51,7 +50,6 @@ log = logging.getLogger(__name__)
 
 Sender = Callable[[str, Reply, str | None], Awaitable[SendResult]]  # (user, reply, send_as)
 NO_CREDENTIALS = "not sent: no credentials"
-TRANSIENT = frozenset({-1, None})  # errcode None: network, timeout, HTTP 5xx, unreadable answer
 SCAN_EVERY = 5.0
 LANES_PER_SEND = 4  # lanes at once per send in flight (outbox.concurrency): the others wait their turn…
 MIN_LANES = 64  # …but never fewer than this many (lanes backing off hold theirs without sending)
@@ -62,7 +60,7 @@ def short_user(openid: str) -> str:
     """An openid shortened for logs: enough to tell users apart, not enough to be the id. It comes from the
     push: a line break in it must not start a log line of its own."""
     if not openid.isprintable():
-        openid = logs.printable(openid)
+        openid = printable(openid)
     return openid if len(openid) <= 10 else f"{openid[:4]}…{openid[-4:]}"
 
 
@@ -92,7 +90,7 @@ class Outbox:
         self.base_delay = base_delay
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.stats = Stats()
-        self._limit = Slots(settings.concurrency)
+        self._limit = asyncio.Semaphore(settings.concurrency)
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()  # users whose lane must look once more before it ends
         # Users whose lane is in a step (sending, or waiting to) → loop time its lease was last confirmed
@@ -240,34 +238,25 @@ class Outbox:
             self.metrics.send(result, errcode, elapsed_ms / 1000)
         if log.isEnabledFor(level):
             rid, user = request_id(item.push), short_user(item.user)
-            def fields() -> dict[str, object]:
-                return {"rid": rid, "user": user, "kind": item.reply.kind, "result": result, "errcode": errcode,
-                        "attempts": attempts, "latency_ms": round(elapsed_ms, 1)}
-
-            if level == logging.INFO:  # one line per reply sent: the quick way (logs.info)
-                logs.info(log, message % (item.reply.kind, user, rid, *args), fields)
-            else:
-                log.log(level, message, item.reply.kind, user, rid, *args, extra={"fields": fields()})
+            log.log(level, message, item.reply.kind, user, rid, *args, extra={"fields": {
+                "rid": rid, "user": user, "kind": item.reply.kind, "result": result, "errcode": errcode,
+                "attempts": attempts, "latency_ms": round(elapsed_ms, 1)}})
 
     async def _deliver(self, item: OutboxItem) -> OutboxItem | None:
         """Send one reply; return it as it must be written back (sent, failed, or pending for later). None: not
         sent, the lane's lease was found lost while waiting for a send slot."""
         assert self.sender is not None
-        if not self._limit.take_now():
-            await self._limit.take()
-            if item.user in self._lost:  # another instance may be sending it now
-                self._limit.give()
+        async with self._limit:
+            if item.user in self._lost:  # found lost while waiting for the slot: another instance may send it
                 return None
-        started = time.perf_counter()
-        try:
-            result = await self.sender(item.user, item.reply, item.send_as)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug in a sender must not kill the lane
-            log.exception("send to %s crashed", short_user(item.user))
-            result = SendResult(ok=False, errcode=None, errmsg=type(exc).__name__)
-        finally:
-            self._limit.give()
+            started = time.perf_counter()
+            try:
+                result = await self.sender(item.user, item.reply, item.send_as)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug in a sender must not kill the lane
+                log.exception("send to %s crashed", short_user(item.user))
+                result = SendResult(ok=False, errcode=None, errmsg=type(exc).__name__)
         elapsed = (time.perf_counter() - started) * 1000
         tries = max(result.attempts, 1)
         attempts = item.attempts + tries
@@ -278,7 +267,7 @@ class Outbox:
             if item.reply.kind != "typing":
                 await self._log([LogEntry(self.clock(), item.user, "sent", item.reply.kind, _text(item.reply))])
             return item.finished("sent", tries, 0, None)
-        if result.errcode in TRANSIENT and attempts < self.settings.max_attempts and item.reply.kind != "typing":
+        if result.kind is Verdict.TRANSIENT and attempts < self.settings.max_attempts and item.reply.kind != "typing":
             self.stats.retried += 1
             delay = min(MAX_BACKOFF, self.base_delay * 2 ** min(attempts, 16)) * (0.5 + random.random() / 2)
             self._observe(item, "retry", result.errcode, elapsed, attempts, logging.WARNING,
@@ -367,10 +356,6 @@ class Outbox:
             await asyncio.sleep(SCAN_EVERY)
 
     # ---- state and shutdown --------------------------------------------------------------------
-
-    @property
-    def busy(self) -> int:
-        return len(self._lanes)
 
     async def drain(self) -> None:
         """Wait until no lane is working (everything pending has been sent, failed or is backing off

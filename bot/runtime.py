@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import logs
 from .config import Settings
 from .convlog import ConversationLog
 from .dedupe import Dedupe
@@ -33,6 +32,7 @@ from .reload import Reloader, RulesHolder
 from .sources import load_ruleset
 from .store import Store, open_store
 from .store.health import StoreHealth
+from .transport import make_session
 from .watch import watch
 from .wechat_api import RetryPolicy, WeChatAPI
 
@@ -95,7 +95,7 @@ def build_runtime(settings: Settings, *, ruleset: RuleSet | None = None, store: 
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     await rt.store.open()
-    rt.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+    rt.session = make_session(rt.settings.wechat)  # proxy and CA: see transport.py
     if rt.settings.wechat.has_credentials:
         rt.api = WeChatAPI(rt.settings.wechat, rt.session, rt.retry, store=rt.store)
         rt.outbox.sender = rt.api.send
@@ -123,8 +123,6 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         if rt.shared_metrics is not None:
             rt.shared_metrics.remove()
         await rt.outbox.close()
-        if rt.api is not None:
-            await rt.api.close()
         await rt.conversation.close()
         await rt.session.close()
         await rt.store.close()
@@ -155,18 +153,14 @@ def reloading(watch_files: bool, signals: bool) -> Callable[[web.Application], A
 
 
 async def _flush_logs(rt: Runtime) -> None:
-    """Log lines are written in batches (see logs.py): write a quiet moment's last lines within a moment.
-    With --workers, this worker's metrics are written for the others every second too."""
-    shared, last = rt.shared_metrics, 0.0
-    while True:
-        await asyncio.sleep(logs.FLUSH_EVERY)
-        logs.tick()
-        if shared is not None and time.monotonic() - last >= 1.0:
-            last = time.monotonic()
-            try:  # the counts as of now; the file write off the event loop
-                await asyncio.to_thread(shared.write, rt.metrics.snapshot())
-            except OSError as exc:  # pragma: no cover - a full or vanished temp folder
-                log.debug("metrics: snapshot not written: %s", exc)
+    """With --workers, this worker's metrics are written for the others every second."""
+    shared = rt.shared_metrics
+    while shared is not None:
+        await asyncio.sleep(1.0)
+        try:  # the counts as of now; the file write off the event loop
+            await asyncio.to_thread(shared.write, rt.metrics.snapshot())
+        except OSError as exc:  # pragma: no cover - a full or vanished temp folder
+            log.debug("metrics: snapshot not written: %s", exc)
 
 
 async def _housekeeping(rt: Runtime) -> None:

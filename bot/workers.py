@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from aiohttp.web_runner import GracefulExit
 
+from . import logs
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -135,8 +136,7 @@ def _die_with_parent() -> None:
 
 
 def _flush_logs() -> None:
-    for handler in logging.getLogger().handlers:
-        handler.flush()
+    logs.flush()
 
 
 def _describe(code: int) -> str:

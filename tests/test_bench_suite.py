@@ -17,6 +17,7 @@ def _suite(adjacent: bool, rates: dict[str, list[float]], rows: list[Row]) -> tu
     s = Suite.__new__(Suite)
     s.args = argparse.Namespace(only=["answer", "sustained"], quick=False, adjacent=adjacent, long_seconds=0)
     s.refs, s.rows, s.checks, s.counter, s.last_try = {}, [], [], 0, True
+    s.peers = list(bench_suite.PEERS)
     order: list[str] = []
     feed = {k: iter(v) for k, v in rates.items()}
 
@@ -48,24 +49,37 @@ def test_each_row_is_judged_against_the_references_measured_next_to_it(planned) 
         Row("sustained", "xml", "hit", 10, "memory")
     planned([hit, big, sus])
     s, order = _suite(True, {"bare": [20000, 10000, 20000, 30000], "minimal": [9000, 9000],
-                             "bare+send": [5000, 4000, 6000],
-                             hit.label(): [9000], big.label(): [3000], sus.label(): [4500]}, [])
+                             "bare+send": [5000, 5000], "wechatpy+send": [5000, 4000, 6000], "werobot": [3000, 3000],
+                             hit.label(): [9000], big.label(): [3000], sus.label(): [5500]}, [])
     s.run()
-    assert order == ["bare", "minimal", "bare+send",  # first: the references, which serve the first row as its before
+    assert order == ["bare", "minimal", "bare+send", "wechatpy+send", "werobot",  # first: they serve the first row
                      hit.label(), "bare",  # hit's after, big's before
-                     big.label(), "bare", "bare+send",  # big's after (and sus's before, with a fresh b+send)
-                     sus.label(), "bare", "bare+send",  # sus's after, which is also the run's last measure…
-                     "minimal"]  # …but the minimal handler, not measured next to rows, is measured again last
+                     big.label(), "bare", "wechatpy+send",  # big's after (and sus's before, with a fresh peer)
+                     sus.label(), "bare", "wechatpy+send",  # sus's after, which is also the run's last measure…
+                     "minimal", "bare+send", "werobot"]  # …but those not measured next to rows are measured again
     assert hit.near == {"bare": [20000, 10000]} and big.near == {"bare": [10000, 20000]}
-    assert sus.near == {"bare": [20000, 30000], "bare+send": [4000, 6000]}
+    assert sus.near == {"bare": [20000, 30000], "wechatpy+send": [4000, 6000]}
     assert hit.x_bare == pytest.approx(9000 / 15000)
     assert big.x_bare == pytest.approx(3000 / 15000)
     # the 10,000-rule row against the 10-rule row, each as a ratio to its own bare: 0.2 / 0.6, not 3000 / 9000
     assert big.check.startswith("0.33× r10") and big.result == "FAIL"
-    assert sus.x_bare == pytest.approx(4500 / 25000) and sus.x_send == pytest.approx(4500 / 5000)
-    assert sus.result == "FAIL"  # 0.90× bare+send, but 0.18× bare
-    assert "bare near 20,000/30,000" in sus.note and "b+send near 4,000/6,000" in sus.note
+    # the peers judge the sustained row: the wechatpy+send measured next to it, werobot's first and last
+    assert sus.x_bare == pytest.approx(5500 / 25000)
+    assert sus.x_peer == pytest.approx(5500 / 5000) and sus.x_werobot == pytest.approx(5500 / 3000)
+    assert sus.check == "≥1× wechatpy+send ≥1.5× werobot" and sus.result == "PASS"  # 0.22× bare: no target
+    assert "bare near 20,000/30,000" in sus.note and "wechatpy+send near 4,000/6,000" in sus.note
     assert s.refs["bare"].rate == pytest.approx(20000)  # the reference row: the mean of all its measures
+
+
+def test_a_sustained_row_below_a_peer_fails_and_a_missing_peer_is_not_judged(planned) -> None:
+    mem, sql = Row("sustained", "xml", "hit", 10, "memory"), Row("sustained", "xml", "hit", 10, "sqlite")
+    planned([mem, sql])
+    s, _ = _suite(False, {"bare": [20000, 20000], "bare+send": [5000, 5000], "wechatpy+send": [5000, 5000],
+                          mem.label(): [4000], sql.label(): [4500]}, [])
+    s.peers = ["wechatpy+send"]  # WeRoBot not installed
+    s.run()
+    assert mem.x_peer == pytest.approx(0.8) and mem.result == "FAIL" and "werobot not measured" in mem.note
+    assert sql.x_peer == pytest.approx(0.9) and sql.check == "≥0.8× wechatpy+send" and sql.result == "PASS"
 
 
 def test_without_adjacent_references_the_rows_use_the_first_and_last(planned) -> None:

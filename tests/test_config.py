@@ -501,3 +501,33 @@ def test_a_store_password_never_shows():
     assert "hunter2" not in str(info.value) and "***" in str(info.value)
     settings = parse("store: 'redis://:hunter2@host:6379/0'\n", {})
     assert "hunter2" not in repr(settings) and settings.store_display == "redis://:***@host:6379/0"
+
+
+# ---- proxy and CA ------------------------------------------------------------------------------------
+
+
+def test_the_proxy_comes_from_the_environment_and_never_shows_its_password():
+    s = parse("wechat:\n  proxy: ${KEFU_PROXY}\n", env={"KEFU_PROXY": "http://shop:pa55@10.0.0.8:3128"})
+    assert s.wechat.proxy.reveal() == "http://shop:pa55@10.0.0.8:3128"
+    assert "pa55" not in repr(s) + str(s.wechat)
+
+
+@pytest.mark.parametrize("value", ["socks5://shop:pa55@10.0.0.8:1080", "10.0.0.8:3128", "http://shop:pa55@:3128",
+                                   "http://shop:pa55@proxy:port", "http://shop:pa55@proxy:3128/path"])
+def test_a_proxy_that_is_not_an_http_url_is_an_error_without_its_password(value):
+    (problem,) = problems(f"wechat:\n  proxy: '{value}'\n")
+    assert problem.startswith(f"{FILE}:2: 'proxy' must be a URL like http://user:password@host:3128")
+    assert "pa55" not in problem
+
+
+def test_the_ca_file_is_resolved_and_must_hold_pem_certificates(tmp_path):
+    from .realproxy import private_ca
+
+    ca_file, _ = private_ca(tmp_path)
+    assert parse(f"wechat:\n  ca_file: {ca_file.name}\n", base=tmp_path).wechat.ca_file == ca_file
+    assert parse("wechat:\n").wechat.ca_file is None
+    (tmp_path / "not.pem").write_text("hello")
+    with pytest.raises(ConfigError) as info:
+        parse("wechat:\n  ca_file: not.pem\n", base=tmp_path)
+    (problem,) = [str(p) for p in info.value.problems]
+    assert problem.startswith(f"{FILE}:2: 'ca_file' {tmp_path / 'not.pem'} must be a file of PEM certificates")

@@ -1,4 +1,4 @@
-"""The log handler: one line per record, written in batches, warnings at once, JSON with structured fields."""
+"""Logging: records go through a queue to a thread that writes them; one line each, JSON with fields."""
 
 from __future__ import annotations
 
@@ -6,98 +6,123 @@ import io
 import json
 import logging
 import re
+import threading
 
 import pytest
 
 from bot import logs
 
 
+class Stream(io.StringIO):
+    """A stderr that remembers which threads wrote to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writers: set[str] = set()
+
+    def write(self, text: str) -> int:
+        self.writers.add(threading.current_thread().name)
+        return super().write(text)
+
+
 @pytest.fixture
-def captured():
-    stream = io.StringIO()
+def setup():
     root = logging.getLogger()
     saved = root.handlers[:], root.level
-    handler = logs.setup_logging("text", "INFO")
-    handler.stream = stream
-    yield stream, handler
+    listeners = []
+
+    def start(fmt: str = "text") -> tuple[Stream, logging.handlers.QueueListener]:
+        stream = Stream()
+        listeners.append(logs.setup_logging(fmt, "INFO", stream))
+        return stream, listeners[-1]
+
+    yield start
+    for listener in listeners:
+        logs._stop(listener)
     root.handlers[:], level = saved
     root.setLevel(level)
 
 
-def test_info_lines_wait_for_a_batch_and_warnings_flush_it(captured, monkeypatch):
-    stream, handler = captured
-    monkeypatch.setattr(handler, "_last", float("inf"))  # as if the last flush were just now
+def test_lines_are_written_by_the_listeners_thread_never_the_callers(setup):
+    stream, listener = setup()
     log = logging.getLogger("bot.test")
     log.info("first %s", "line")
-    assert stream.getvalue() == ""
     log.warning("second")
+    logs._stop(listener)  # what exit does: everything queued is written
     lines = stream.getvalue().splitlines()
     assert [line.split(None, 3)[2:] for line in lines] == [["INFO", "bot.test: first line"],
                                                          ["WARNING", "bot.test: second"]]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO    bot\.test: first line", lines[0]), lines[0]
+    assert stream.writers and threading.current_thread().name not in stream.writers
 
 
-def test_tick_writes_lines_that_waited(captured, monkeypatch):
-    stream, handler = captured
-    monkeypatch.setattr(handler, "_last", float("inf"))
-    logging.getLogger("bot.test").info("waiting")
-    logs.tick()
-    assert stream.getvalue() == ""
-    monkeypatch.setattr(handler, "_last", 0.0)  # FLUSH_EVERY has passed
-    logs.tick()
-    assert stream.getvalue().endswith("bot.test: waiting\n")
+def test_a_second_setup_writes_out_the_first_and_replaces_it(setup):
+    first, _ = setup()
+    logging.getLogger("bot.test").info("before")
+    second, listener = setup()
+    logging.getLogger("bot.test").info("after")
+    logs._stop(listener)
+    assert first.getvalue().endswith("bot.test: before\n") and "after" not in first.getvalue()
+    assert second.getvalue().endswith("bot.test: after\n")
+    assert len(logging.getLogger().handlers) == 1
 
 
-def test_json_lines_carry_structured_fields():
-    stream = io.StringIO()
-    handler = logs.LineHandler(stream)
-    handler.setFormatter(logs.JsonFormatter())
-    record = logging.LogRecord("bot.server", logging.INFO, __file__, 1, "push %s", ("x",), None)
-    record.fields = {"rid": "1a2b3c4d", "rule": "物流"}
-    handler.emit(record)
-    handler.flush()
-    entry = json.loads(stream.getvalue())
-    assert entry["msg"] == "push x" and entry["rid"] == "1a2b3c4d" and entry["rule"] == "物流"
-    assert entry["level"] == "info" and entry["ts"].endswith("Z")
-
-
-@pytest.mark.parametrize("fmt", ["text", "json"])
-def test_the_quick_info_line_is_the_line_logging_would_write(fmt, monkeypatch):
-    """logs.info skips the LogRecord when kefu's handler is the only one: the line must not differ."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
+def test_json_lines_carry_structured_fields_and_the_traceback(setup):
+    stream, listener = setup("json")
+    log = logging.getLogger("bot.server")
+    logs.info(log, "push rid=1a2b3c4d", lambda: {"rid": "1a2b3c4d", "rule": "物流"})
     try:
-        handler = logs.setup_logging(fmt, "INFO")
-        handler.stream = stream = io.StringIO()
-        monkeypatch.setattr(logs.time, "time", lambda: 1_800_000_000.25)
-        monkeypatch.setattr(logging.time, "time_ns", lambda: 1_800_000_000_250_000_000)
-        log = logging.getLogger("bot.server")
-        fields = {"rid": "1a2b3c4d", "rule": "物流", "replies": 1}
-        logs.info(log, "push rid=1a2b3c4d rule=物流", lambda: fields)  # the quick way, fields made on demand
-        log.info("%s", "push rid=1a2b3c4d rule=物流", extra={"fields": fields})  # the logging module's
-        handler.flush()
-        quick, usual = stream.getvalue().splitlines()
-        assert quick == usual
-        if fmt == "json":
-            assert json.loads(quick)["rule"] == "物流"
-        else:  # local time, milliseconds, the level padded to 7, the logger, the message
-            assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,250 INFO    bot\.server: push rid=1a2b3c4d rule=物流",
-                                quick), quick
-        log.setLevel(logging.WARNING)
-        logs.info(log, "not shown", fields)
-        handler.flush()
-        assert "not shown" not in stream.getvalue()
-    finally:
-        logging.getLogger("bot.server").setLevel(logging.NOTSET)
-        root.handlers[:], level = saved
-        root.setLevel(level)
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("send %s crashed", "x")
+    logs._stop(listener)
+    push, crash = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert push["msg"] == "push rid=1a2b3c4d" and push["rid"] == "1a2b3c4d" and push["rule"] == "物流"
+    assert push["level"] == "info" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", push["ts"])
+    assert crash["msg"] == "send x crashed" and "ValueError: boom" in crash["exc"]
 
 
-def test_the_quick_info_line_reaches_every_handler_when_there_are_others(captured, caplog):
-    stream, handler = captured
-    logging.getLogger().addHandler(caplog.handler)  # as an embedding application's or a test's handler
+def test_arguments_changed_after_the_call_do_not_change_the_line(setup):
+    stream, listener = setup()
+    values = ["before"]
+    logging.getLogger("bot.test").info("value %s", values)
+    values[0] = "after"
+    logs._stop(listener)
+    assert stream.getvalue().endswith("bot.test: value ['before']\n")
+
+
+def test_info_fields_are_made_only_when_the_line_is_logged(caplog):
+    made = []
+    log = logging.getLogger("bot.server")
+    with caplog.at_level(logging.WARNING):
+        logs.info(log, "not shown", lambda: made.append(1) or {})
+    assert made == [] and caplog.records == []
     with caplog.at_level(logging.INFO):
-        logs.info(logging.getLogger("bot.server"), "push rid=00000000", lambda: {"rid": "00000000"})
-    handler.flush()
+        logs.info(log, "push rid=00000000", lambda: {"rid": "00000000"})
     assert [r.getMessage() for r in caplog.records] == ["push rid=00000000"]
     assert caplog.records[0].fields == {"rid": "00000000"}
-    assert stream.getvalue().endswith("bot.server: push rid=00000000\n")
+
+
+def test_a_forked_worker_writes_its_own_lines_and_the_parent_goes_on(setup, tmp_path):
+    """kefu serve --workers forks after logging is set up: the child gets a listener of its own (no thread
+    crosses a fork), and what it logs before os._exit is written."""
+    import os
+
+    path = tmp_path / "stderr.log"
+    with path.open("a", encoding="utf-8") as stream:
+        listeners = logs.setup_logging("text", "INFO", stream)
+        log = logging.getLogger("bot.test")
+        log.info("parent before")
+        pid = os.fork()
+        if pid == 0:  # the child: log, write out, leave without atexit (as a worker does)
+            try:
+                log.info("child %d", os.getpid())
+                logs.flush()
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        log.info("parent after")
+        logs._stop(listeners)
+    assert os.waitstatus_to_exitcode(status) == 0
+    lines = [line.split(": ", 1)[1] for line in path.read_text(encoding="utf-8").splitlines()]
+    assert sorted(lines) == sorted(["parent before", f"child {pid}", "parent after"])

@@ -431,7 +431,7 @@ async def test_waiting_for_a_send_slot_longer_than_the_lease_keeps_it_too(backen
     await a.submit("busy", texts(1, "slow"), "p0")
     await sending.wait()
     await a.submit("u", texts(1, "one"), "p1")
-    await until(lambda: len(a._limit._waiters) == 1)  # u's lane holds its lease and waits for the slot
+    await until(lambda: len(a._limit._waiters or ()) == 1)  # u's lane holds its lease and waits for the slot
     for n in range(1, 5):
         await later(lease / 2)
         await until(lambda n=n: a.stats.renewed >= 2 * n)  # both lanes' leases
@@ -452,7 +452,7 @@ async def test_a_lane_that_finds_its_lease_taken_while_waiting_for_a_slot_does_n
     await a.submit("busy", texts(1, "slow"), "p0")
     await sending.wait()
     [item] = await a.submit("u", texts(1, "one"), "p1")
-    await until(lambda: len(a._limit._waiters) == 1)
+    await until(lambda: len(a._limit._waiters or ()) == 1)
     await store.set("lane:u", "B", 60)  # B has it
     await later(lease / 2)
     await until(lambda: "u" in a._lost)
@@ -636,3 +636,16 @@ async def test_a_renewal_answered_between_two_drains_of_a_lane_disables_renewal_
         assert sent == [("A", "one"), ("A", "two")]
     finally:
         del loop.time
+
+
+@pytest.mark.parametrize("status", [302, 404])
+async def test_a_final_http_status_fails_the_reply_at_once(fake, api, status):
+    """errcodes.classify judges for both the API client and the outbox: a 3xx/4xx is not retried later."""
+    store = MemoryStore()
+    outbox = Outbox(store, api.send, OutboxSettings(max_attempts=8), base_delay=0.001)
+    fake.fail(SEND, Failure(http=status))
+    await outbox.submit("u", texts(1, "m"), "p")
+    await outbox.drain()
+    (item,) = await store.outbox_items()
+    assert item.status == "failed" and item.attempts == 1 and f"HTTP {status}" in item.error
+    assert len(fake.calls_to(SEND)) == 1 and outbox.stats.retried == 0

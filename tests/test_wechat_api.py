@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 import aiohttp
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from bot.config import Secret, WeChatSettings
+from bot.errcodes import Verdict
 from bot.messages import TextReply
-from bot.wechat_api import OK, OK_RAW, WeChatAPI, _answer, build_send_body, describe_errcode
+from bot.sendbody import build_send_body
+from bot.wechat_api import WeChatAPI
 
 from .conftest import FAST_RETRY
 from .fakewechat import APPID, SECRET, Failure
@@ -128,6 +127,22 @@ async def test_http_errors_beyond_retries_fail_cleanly(fake, session):
     fake.fail(SEND, *[Failure(http=503)] * 5)
     result = await api.send("o1", TextReply("x"))
     assert not result.ok and result.errcode is None and "503" in result.errmsg
+    assert result.kind is Verdict.TRANSIENT and result.attempts == FAST_RETRY.attempts
+
+
+@pytest.mark.parametrize("status", [301, 400, 403, 404])
+async def test_other_http_statuses_are_final_and_not_retried(fake, session, status):
+    api = make_api(fake, session)
+    fake.fail(SEND, Failure(http=status))
+    result = await api.send("o1", TextReply("x"))
+    assert not result.ok and result.kind is Verdict.FINAL and f"HTTP {status}" in result.reason
+    assert result.attempts == 1 and len(fake.calls_to(SEND)) == 1
+
+
+async def test_a_send_that_never_got_a_token_reports_the_attempts_made(fake, session):
+    api = make_api(fake, session, secret="not-the-secret")
+    result = await api.send("o1", TextReply("x"))
+    assert result.attempts == 1 and result.kind is Verdict.FINAL  # one token call, no send: not "3 attempts"
 
 
 @pytest.mark.parametrize("errcode", [45015, 45047, 43004, 40003, 48001, 45009, 45002])
@@ -176,32 +191,6 @@ def test_send_body_is_compact_utf8():
     assert body == '{"touser":"o1","msgtype":"text","text":{"content":"你好 😀"}}'.encode()
 
 
-@settings(max_examples=300, deadline=None)
-@given(user=st.text(min_size=1, max_size=40), content=st.text(min_size=1), send_as=st.sampled_from([None, "kf@x"]))
-def test_a_text_body_written_directly_is_what_json_dumps_writes(user, content, send_as):
-    """The direct text body (the usual send) is the general JSON form, byte for byte: escapes, control
-    characters, astral characters, lone surrogates (replaced)."""
-    expected = {"touser": user, "msgtype": "text", "text": {"content": content}}
-    if send_as:
-        expected["customservice"] = {"kf_account": send_as}
-    assert build_send_body(user, TextReply(content), send_as=send_as) == json.dumps(
-        expected, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
-
-
-def test_wechats_ok_answer_is_read_without_json_and_is_read_only():
-    assert _answer(200, OK_RAW) is OK and OK["errcode"] == 0
-    with pytest.raises(TypeError):
-        OK["errcode"] = 1  # shared by every send: nobody may change it
-    assert _answer(200, b'{"errcode": 0, "errmsg": "ok"}') == {"errcode": 0, "errmsg": "ok"}  # other spacing
-
-
-def test_errcodes_are_described_in_words():
-    assert "IP" in describe_errcode(40164, "invalid ip")
-    assert "quota" in describe_errcode(45047, "out of limit")
-    assert describe_errcode(99999, "mystery") == "99999: mystery"
-    assert "reached" in describe_errcode(None)
-
-
 async def test_a_refused_token_fetch_is_remembered_for_a_while(fake, session):
     now = [1000.0]
     api = make_api(fake, session, secret="wrong", clock=lambda: now[0])
@@ -218,3 +207,36 @@ async def test_a_transient_token_failure_is_not_remembered(fake, session):
     fake.fail(TOKEN_PATH, *[Failure(errcode=-1)] * FAST_RETRY.attempts)
     assert not (await api.send("o1", TextReply("x"))).ok
     assert (await api.send("o1", TextReply("y"))).ok
+
+
+class ScriptedTransport:
+    """The transport seam: a test answers (or fails) each call itself, no HTTP at all."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls: list[tuple[str, str]] = []
+
+    async def request(self, method, url, *, params=None, data=None, timeout):
+        self.calls.append((method, url))
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+async def test_any_transport_can_stand_in_for_the_session():
+    token = (200, b'{"access_token": "T", "expires_in": 7200}')
+    transport = ScriptedTransport(token, (200, b'{"errcode": 0, "errmsg": "ok"}'))
+    settings = WeChatSettings(appid=APPID, secret=Secret(SECRET), api_base="https://api.example")
+    result = await WeChatAPI(settings, transport=transport, retry=FAST_RETRY).send("o1", TextReply("x"))
+    assert result.ok and transport.calls == [("GET", "https://api.example/cgi-bin/token"),
+                                             ("POST", "https://api.example/cgi-bin/message/custom/send")]
+
+
+async def test_a_proxy_refusing_our_credentials_is_final_and_said_in_words():
+    refused = aiohttp.ClientHttpProxyError(None, (), status=407, message="Proxy Authentication Required")
+    transport = ScriptedTransport(refused)
+    settings = WeChatSettings(appid=APPID, secret=Secret(SECRET), api_base="https://api.example")
+    result = await WeChatAPI(settings, transport=transport, retry=FAST_RETRY).send("o1", TextReply("x"))
+    assert not result.ok and result.kind is Verdict.FINAL and result.attempts == 1 and len(transport.calls) == 1
+    assert "proxy refused our credentials" in result.reason
