@@ -349,10 +349,15 @@ def parse_settings(text: str, filename: str, base: Path,
     )
 
 
+def _section(data: YamlMap, name: str) -> YamlMap:
+    found = data.get(name)
+    return found if isinstance(found, YamlMap) else YamlMap()
+
+
 def _cross_check(data: YamlMap, sections: dict[str, Any], check: Checker) -> None:
     """Settings that only make sense together."""
-    wechat = data.get("wechat") if isinstance(data.get("wechat"), YamlMap) else YamlMap()
-    security = data.get("security") if isinstance(data.get("security"), YamlMap) else YamlMap()
+    wechat = _section(data, "wechat")
+    security = _section(data, "security")
     if sections["wechat"].get("encoding_aes_key") and not sections["wechat"].get("appid"):
         check.add(wechat.line_of("encoding_aes_key"),
                   "'encoding_aes_key' needs 'appid' too: safe mode checks that each message is for it")

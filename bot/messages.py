@@ -331,7 +331,7 @@ REPLY_TYPES: dict[str, type[Reply]] = {cls.kind: cls for cls in (
 def reply_to_dict(reply: Reply) -> dict[str, Any]:
     """A reply as plain JSON-able data, for the store."""
     data: dict[str, Any] = {"kind": reply.kind}
-    for name in reply.__dataclass_fields__:  # type: ignore[attr-defined]
+    for name in reply.__dataclass_fields__:
         value = getattr(reply, name)
         if name == "options":
             value = [list(v) for v in value]

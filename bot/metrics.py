@@ -130,7 +130,8 @@ class Metrics:
             total.send_latency.add(*snap["send_latency"])
         for snap in others:
             reloads = [a + b for a, b in zip(reloads, snap["reloads"], strict=True)]
-        total.reloads = lambda: tuple(reloads)  # type: ignore[assignment]
+        builds, swaps, refused = reloads
+        total.reloads = lambda: (builds, swaps, refused)
         return total
 
     # ---- exposition --------------------------------------------------------------------------------
@@ -143,8 +144,8 @@ class Metrics:
         yield family
         family = CounterMetricFamily("kefu_pushes_refused", "Pushes refused (bad signature, body, size), by "
                                      "HTTP status", labels=("status",))
-        for status, count in sorted(self.refused.items()):
-            family.add_metric((str(status),), count)
+        for code, count in sorted(self.refused.items()):
+            family.add_metric((str(code),), count)
         yield family
         yield CounterMetricFamily("kefu_push_retries", "Deliveries of a push already being or been answered "
                                   "(WeChat's retries): answered the same, rules not run again", value=self.retries)
@@ -172,23 +173,23 @@ class Metrics:
         family.add_metric(("unchanged",), max(builds - swaps - refused, 0))
         yield family
         version, count, loaded_at = self.ruleset()
-        family = GaugeMetricFamily("kefu_rules", "Rules live now, by rule set version", labels=("version",))
-        family.add_metric((version,), count)
-        yield family
+        gauge = GaugeMetricFamily("kefu_rules", "Rules live now, by rule set version", labels=("version",))
+        gauge.add_metric((version,), count)
+        yield gauge
         yield GaugeMetricFamily("kefu_rules_loaded_at_seconds", "When the live rules were loaded (epoch)",
                                 value=loaded_at)
-        family = GaugeMetricFamily("kefu_outbox_replies", "Replies in the outbox, by status", labels=("status",))
+        gauge = GaugeMetricFamily("kefu_outbox_replies", "Replies in the outbox, by status", labels=("status",))
         for status, value in sorted(self.outbox.items()):
             if status != "oldest_age":
-                family.add_metric((status,), value)
-        yield family
+                gauge.add_metric((status,), value)
+        yield gauge
         yield GaugeMetricFamily("kefu_outbox_oldest_pending_age_seconds", "Age of the oldest reply not sent yet "
                                 "(0 when none waits)", value=self.outbox.get("oldest_age", 0.0))
         yield GaugeMetricFamily("kefu_start_time_seconds", "When this process started (epoch)", value=self.started)
 
     def exposition(self) -> bytes:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(self)  # type: ignore[arg-type]  # a collector: anything with collect()
+        registry.register(self)  # a collector: anything with collect()
         return generate_latest(registry)
 
 

@@ -227,11 +227,11 @@ def _any_message(fields: Mapping[str, Any], push: bool = False) -> Message:
         common["msg_id"] = None
         return cls(**common, event=event, event_key=event_key, **extra)
     if msg_type in _MESSAGE_TYPES:
-        cls, spec = _MESSAGE_TYPES[msg_type]
+        kind, spec = _MESSAGE_TYPES[msg_type]
         extra = _convert(fields, spec)
-        if cls is TextMessage and extra["content"] is None:
+        if kind is TextMessage and extra["content"] is None:
             extra["content"] = ""
-        return cls(**common, **extra)
+        return kind(**common, **extra)
     return UnknownMessage(**common)
 
 

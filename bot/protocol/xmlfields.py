@@ -11,7 +11,7 @@ should one get through, and undeclared entities are expat's own error. Nesting i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 from xml.parsers import expat
 
 
@@ -23,7 +23,7 @@ def _refuse_dtd(*_: Any) -> None:
     raise XmlRefused("DTDs are not accepted")
 
 
-def _refuse_entity(*_: Any) -> None:
+def _refuse_entity(*_: Any) -> NoReturn:
     raise XmlRefused("entities are not accepted")
 
 
