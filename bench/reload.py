@@ -3,9 +3,9 @@
     python -m bench.reload [--sizes 100,1000,10000] [--seconds 12]
 
 For each size: the cold load (startup, `kefu check`), a reload after one rule file changed (what an operator's
-edit costs), and a reload after every file changed (each the median of three). Then, with 10,000 rules, a server under a steady load
-from a separate process while the rules are reloaded every two seconds: the longest event-loop stall, and the
-push latency during reloads against the latency outside them.
+edit costs), and a reload after every file changed (each the median of three). Then, with 10,000 rules, a
+server under a steady load from a separate process while the rules are reloaded every two seconds: the longest
+event-loop stall, and the push latency during reloads against the latency outside them.
 """
 
 from __future__ import annotations
