@@ -24,6 +24,7 @@ from typing import Any
 from .config import Settings, load_settings
 from .engine import RuleSet, SourceFile
 from .engine.compile import compile_steps, run_steps
+from .engine.limits import configure as configure_limits
 from .engine.index import merge_automata
 from .errors import Problem, RulesError, SourceError
 from .messages import MediaFile
@@ -203,6 +204,7 @@ def load_steps(settings: Settings, previous: RuleSet | None = None,
                ) -> Generator[None, None, RuleSet]:
     """load_ruleset in small steps (see engine.compile_steps); `sources` from read_all, or read now."""
     base, problems, rule_files, template_files, media = sources or read_all(settings)
+    configure_limits(settings.limits.regex_ms, settings.limits.render_ms, settings.limits.render_chars)
     if not rule_files and not problems and not settings.allow_empty_rules:
         problems.append(Problem(display_name(settings.rules, base), None,
                                 "no *.yaml rule files in the rules folder (set allow_empty_rules: true in "

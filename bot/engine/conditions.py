@@ -192,6 +192,9 @@ def _search(patterns: tuple[Pattern, ...], value: str | None, name: str) -> Capt
     if value is None:
         return None
     for pattern in patterns:
+        needle = pattern.needle  # a text the pattern cannot match without: most messages stop here
+        if needle is not None and needle not in value:
+            continue
         found = pattern.search(value)
         if found:
             groups = {k: v for k, v in found.groupdict().items() if v is not None}

@@ -55,7 +55,7 @@ def compile_source(source: str) -> tuple[Any, tuple[str, ...], bool]:
                                "write the count once, e.g. \\d{8,20}")
     try:
         compiled = regex.compile(source)
-    except regex.error as exc:
+    except regex.error:
         try:  # re's words, which Python's documentation and most examples use
             re.compile(source)
         except re.error as re_exc:
@@ -75,10 +75,12 @@ class BoundedPattern:
     """A compiled operator pattern: `search` as re's, but None when the match gave up (reported, with the rule
     and `where`, file:line)."""
 
-    __slots__ = ("pattern", "source", "needs", "nested", "rule", "where")
+    __slots__ = ("pattern", "source", "needs", "needle", "nested", "rule", "where")
 
     def __init__(self, source: str, rule: str = "", where: str = ""):
         self.pattern, self.needs, self.nested = compile_source(source)
+        # the one text a match needs, for the callers that look for it themselves first (conditions._search)
+        self.needle = self.needs[0] if len(self.needs) == 1 else None
         self.source = source
         self.rule = rule
         self.where = where
