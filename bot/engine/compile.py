@@ -294,7 +294,8 @@ def compile_steps(
     # what kefu check's warnings need (engine/lint.py computes them only when asked: not on every reload)
     usage = MappingProxyType({
         "template_names": {t.key: t.name for t in template_files}, "used_templates": compiler.used_templates,
-        "includes": compiler.template_includes, "media": compiler.media, "used_media": compiler.used_media})
+        "includes": compiler.template_includes, "media": compiler.media, "used_media": compiler.used_media,
+        "loops": tuple(compiler.loop_warnings)})
     return RuleSet(
         rules=rules,
         by_name=MappingProxyType({rule.name: rule for rule in rules}),

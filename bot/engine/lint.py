@@ -1,5 +1,6 @@
 """What `kefu check` warns about (exit 0): things that are valid but almost certainly not what the operator
-meant — a rule that can never fire, templates and images nothing uses, a time window that can never hold."""
+meant — a rule that can never fire, templates and images nothing uses, a time window that can never hold, a
+regex that can backtrack for ever, nested loops that run past the render budget."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from .conditions import Condition, Equals, Keywords, Prefix, TimeIs
+from .limits import LIMITS
 from .ruleset import Rule
 
 
@@ -95,6 +97,20 @@ def never_holds(rules: tuple[Rule, ...]) -> list[str]:
     return out
 
 
+def nested_quantifiers(conditions: Iterable[Condition]) -> list[str]:
+    """Regexes with a quantifier inside a repeated group (`(\\w+\\s?)*`): the shape that backtracks for ever."""
+    out = []
+    for condition in conditions:
+        for part in _walk(condition):
+            for pattern in getattr(part, "patterns", ()):
+                if pattern.nested:
+                    out.append(f"{pattern.where}: regex '{pattern.source}' has nested quantifiers (a repeated group "
+                               "with a quantifier inside), which can backtrack for ever: kefu gives up after "
+                               f"{LIMITS.regex_ms:g} ms (limits.regex_ms) and the rule does not match; write it "
+                               "without the nesting, e.g. ^[\\w\\s]*$ for ^(\\w+\\s?)*$")
+    return out
+
+
 def _walk(condition: Condition) -> Iterable[Condition]:
     yield condition
     for inner in getattr(condition, "conditions", ()) or ():
@@ -106,7 +122,9 @@ def _walk(condition: Condition) -> Iterable[Condition]:
 def warnings(ruleset: Any) -> tuple[str, ...]:
     """Everything kefu check warns about, as `file:line: message` (computed on demand: linear, but not free)."""
     usage = ruleset.usage
-    return (*shadowed(ruleset.rules), *never_holds(ruleset.rules),
+    conditions = [rule.when for rule in ruleset.rules] + [f.when for f in ruleset.fallbacks if f.when is not None]
+    return (*shadowed(ruleset.rules), *never_holds(ruleset.rules), *nested_quantifiers(conditions),
+            *usage.get("loops", ()),
             *unused_templates(usage.get("template_names", {}), usage.get("template_names", {}),
                               set(usage.get("used_templates", ())), usage.get("includes", {})),
             *unused_media(usage.get("media", {}), set(usage.get("used_media", ()))))
