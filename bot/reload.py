@@ -24,8 +24,8 @@ from typing import Any
 from .config import Settings, load_settings
 from .engine import RuleSet, SourceFile
 from .engine.compile import compile_steps, run_steps
-from .engine.limits import configure as configure_limits
 from .engine.index import merge_automata
+from .engine.limits import configure as configure_limits
 from .errors import Problem, RulesError, SourceError
 from .messages import MediaFile
 
