@@ -68,6 +68,8 @@ class Timeouts:
         key = f"{where}\0{source}"
         now = time.monotonic()
         if now - self._logged.get(key, -LOG_EVERY) >= LOG_EVERY:
+            if len(self._logged) >= 10_000:  # patterns of rule sets long gone
+                self._logged.clear()
             self._logged[key] = now
             log.warning("%s: regex %r gave up after %g ms on a text of %d characters: treated as not matching "
                         "(%d times so far; `kefu check` names nested quantifiers, the usual cause)",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections.abc import Iterable
 from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
@@ -57,7 +58,9 @@ def compile_source(source: str) -> tuple[Any, tuple[str, ...], bool]:
         compiled = regex.compile(source)
     except regex.error:
         try:  # re's words, which Python's documentation and most examples use
-            re.compile(source)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                re.compile(source)
         except re.error as re_exc:
             exc = re_exc
         where = f" at position {exc.pos}" if exc.pos is not None else ""
@@ -102,7 +105,9 @@ class BoundedPattern:
 def _parse(source: str) -> Any:
     """re's parse tree of the pattern, or None (syntax only the regex module knows, like \\p{Han})."""
     try:
-        return sre_parse.parse(source)
+        with warnings.catch_warnings():  # re's FutureWarnings ("possible nested set") are about re's future
+            warnings.simplefilter("ignore", FutureWarning)
+            return sre_parse.parse(source)
     except (re.error, RecursionError, OverflowError, ValueError, TypeError):
         return None
 
