@@ -125,6 +125,10 @@ def test_patterns_refused_at_load_say_file_line_and_why():
         ruleset(r"{regex: '((a{100}){100}){100}'}")
     assert str(caught.value.problems[0]).startswith(
         "rules/a.yaml:3: rule 'r': bad regex '((a{100}){100}){100}': counted repetitions nested 1,000,000 deep")
+    with pytest.raises(RulesError) as caught:  # found by fuzz/fuzz_rules.py: re reads it as text
+        ruleset(r"{regex: '单号{e}'}")
+    assert str(caught.value.problems[0]) == ("rules/a.yaml:3: rule 'r': bad regex '单号{e}': write \\{ for a literal "
+                                             "brace before e, s, i or d: {e…} is fuzzy matching here")
     with pytest.raises(RulesError) as caught:
         ruleset(r"{regex: '(?P<order>\d+'}")
     assert "missing ), unterminated subpattern at position 0" in str(caught.value.problems[0])

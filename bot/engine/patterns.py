@@ -16,8 +16,9 @@ pattern that needs a piece of text (`订单\\D*(?P<no>\\d+)` needs `订单`) fir
 has it; most messages do not, and those skip the match entirely. That check is sound: it looks only for text
 the pattern cannot match without.
 
-Refused at load (file:line and the reason): what neither engine accepts, and counted repetitions nested so
-deep that compiling them would take seconds (`((a{100}){100}){100}`).
+Refused at load (file:line and the reason): what neither engine accepts; counted repetitions nested so deep
+that compiling them would take seconds (`((a{100}){100}){100}`); and an unescaped `{` before e, s, i or d, which
+re reads as text but the regex module as fuzzy matching (`a{e}`): write `\\{`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import regex  # type: ignore[import-untyped]
 
 from .limits import LIMITS, TIMEOUTS
 
+_FUZZY = re.compile(r"(?<!\\)\{[eisd]")  # re reads a{e as text; the regex module as fuzzy matching (or refuses)
 MAX_REPEAT_PRODUCT = 10_000  # nested counted repetitions (a{100} inside b{100}) expand at compile time
 _REPEATS = (sre.MAX_REPEAT, sre.MIN_REPEAT, *(getattr(sre, "POSSESSIVE_REPEAT", ()),))
 _GROUPS = (sre.SUBPATTERN, *(getattr(sre, "ATOMIC_GROUP", ()),))
@@ -49,6 +51,8 @@ def compile_source(source: str) -> tuple[Any, tuple[str, ...], bool]:
     are immutable, so one process-wide cache serves every rule set (a reload does not compile them again).
     Raises PatternError."""
     tree = _parse(source)
+    if tree is not None and _FUZZY.search(source):
+        raise PatternError("write \\{ for a literal brace before e, s, i or d: {e…} is fuzzy matching here")
     if tree is not None:
         product = _repeat_product(tree)
         if product > MAX_REPEAT_PRODUCT:
@@ -56,15 +60,16 @@ def compile_source(source: str) -> tuple[Any, tuple[str, ...], bool]:
                                "write the count once, e.g. \\d{8,20}")
     try:
         compiled = regex.compile(source)
-    except regex.error:
-        try:  # re's words, which Python's documentation and most examples use
+    except regex.error as regex_error:
+        error: Any = regex_error
+        try:  # re's words, which Python's documentation and most examples use, where re refuses it too
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 re.compile(source)
-        except re.error as re_exc:
-            exc = re_exc
-        where = f" at position {exc.pos}" if exc.pos is not None else ""
-        raise PatternError(f"{exc.msg}{where}") from None
+        except re.error as re_error:
+            error = re_error
+        where = f" at position {error.pos}" if error.pos is not None else ""
+        raise PatternError(f"{error.msg}{where}") from None
     except (OverflowError, RecursionError, MemoryError) as exc:
         raise PatternError(f"too large to compile ({type(exc).__name__})") from None
     if tree is None:
