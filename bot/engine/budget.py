@@ -333,23 +333,20 @@ def bound(ast: nodes.Template) -> nodes.Template:
     return ast
 
 
-def heavy_loops(ast: nodes.Template) -> list[tuple[int, str]]:
-    """(line, warning) for loops over range()s with constant counts that, nested, multiply past LARGE_LOOP."""
+def heavy_loops(ast: nodes.Node, outer: int = 1) -> list[tuple[int, str]]:
+    """(line, warning) for loops over range()s with constant counts that, nested, multiply past LARGE_LOOP.
+    (Recursion through a module function: a nested one would leave a cycle for the collector at every load.)"""
     out: list[tuple[int, str]] = []
-
-    def walk(node: nodes.Node, outer: int) -> None:
-        for child in node.iter_child_nodes():
-            if isinstance(child, nodes.For):
-                count = outer * _range_count(child.iter)
-                if count > LARGE_LOOP and outer > 1:
-                    out.append((child.lineno, f"nested loops run about {count:,} times: the render stops after "
-                                              f"{LIMITS.render_ms:g} ms (limits.render_ms), and the reply fails"))
-                    continue
-                walk(child, count)
-            else:
-                walk(child, outer)
-
-    walk(ast, 1)
+    for child in ast.iter_child_nodes():
+        if not isinstance(child, nodes.For):
+            out.extend(heavy_loops(child, outer))
+            continue
+        count = outer * _range_count(child.iter)
+        if count > LARGE_LOOP and outer > 1:
+            out.append((child.lineno, f"nested loops run about {count:,} times: the render stops after "
+                                      f"{LIMITS.render_ms:g} ms (limits.render_ms), and the reply fails"))
+        else:
+            out.extend(heavy_loops(child, count))
     return out
 
 
