@@ -302,3 +302,15 @@ async def test_the_console_shows_rules_whose_regex_gave_up(make_bot):
     page = await (await bot.client.get("/admin/rules")).text()
     assert "正则超时 regex gave up ×1" in page and 'id="regex-timeouts">1<' in page
 
+
+
+def test_regex_timeouts_of_every_worker_add_up_in_metrics():
+    from bot.metrics import Metrics
+
+    TIMEOUTS.report("evil", "rules/a.yaml:3: rule 'evil'", "^(a+)+$", 100)
+    mine = Metrics()
+    other = Metrics().snapshot() | {"regex_timeouts": {"evil": 2, "other": 1}}
+    total = mine.combined([other])
+    assert total.regex_timeouts == {"evil": 3, "other": 1}
+    assert TIMEOUTS.counts == {"evil": 1}  # adding up the workers changes no process's own counts
+    assert 'kefu_regex_timeouts_total{rule="evil"} 3.0' in total.exposition().decode()
