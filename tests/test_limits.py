@@ -1,6 +1,8 @@
 """One rule cannot hurt everyone: regexes and templates within their bounds (bot/engine/limits.py, patterns.py,
 budget.py). Elapsed times are checked against a generous multiple of the bound — what failed here before took
-seconds to hours — never with sleeps."""
+seconds to hours — never with sleeps. The regex bound is CPU time (the regex module's clock), and so are the
+checks of it: on a machine running several times more work than it has cores, wall time stretches for every
+process alike. The render budget is wall time, which its checks use."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from .helpers import settings_for, text_fields, xml_push
 from .test_console import login
 
 NOW = datetime(2026, 6, 1, 14, 30, tzinfo=ZoneInfo("Asia/Shanghai"))
-SLACK = 10  # a busy CI machine: what took 8.7 s before must now take under 10× its bound
+SLACK = 10  # what took 8.7 s before must now take under 10× its bound
 EVIL = "好" * 27 + "!"  # the issue's message
 
 
@@ -51,9 +53,10 @@ def text(content: str):
 
 
 def timed_decide(rules, content: str):
-    start = time.perf_counter()
+    """The decision, and the CPU time it took."""
+    start = time.process_time()
     decision = decide(rules, text(content), NOW)
-    return decision, time.perf_counter() - start
+    return decision, time.process_time() - start
 
 
 # ---- regexes ----------------------------------------------------------------------------------------------
@@ -89,9 +92,9 @@ EVIL_TEXTS = ["a" * 3000 + "!", "a" * 40 + "!", " " * 3000 + "x", "1" * 3000 + "
 def test_well_known_redos_patterns_answer_within_the_bound(source):
     pattern = BoundedPattern(source, "r", "rules/a.yaml:1: rule 'r'")
     for message in EVIL_TEXTS:
-        start = time.perf_counter()
+        start = time.process_time()
         pattern.search(message)
-        assert time.perf_counter() - start < SLACK * LIMITS.regex_seconds, (source, message[:5])
+        assert time.process_time() - start < SLACK * LIMITS.regex_seconds, (source, message[:5])
 
 
 def test_the_regex_bound_is_a_setting(tmp_path):
@@ -100,9 +103,9 @@ def test_the_regex_bound_is_a_setting(tmp_path):
     assert (settings.limits.regex_ms, settings.limits.render_ms, settings.limits.render_chars) == (5, 20, 300)
     load_ruleset(settings)  # loading the settings applies them to the process
     assert (LIMITS.regex_ms, LIMITS.render_ms, LIMITS.render_chars) == (5, 20, 300)
-    start = time.perf_counter()
+    start = time.process_time()
     assert BoundedPattern(r"^(a+)+$").search("a" * 3000 + "!") is None
-    assert time.perf_counter() - start < SLACK * 0.005
+    assert time.process_time() - start < SLACK * 0.005
 
 
 @pytest.mark.parametrize("source,content,captures", [
@@ -137,9 +140,9 @@ def test_patterns_refused_at_load_say_file_line_and_why():
 def test_a_pattern_that_needs_text_the_message_lacks_is_not_run():
     pattern = BoundedPattern(r"订单(\w+\s?)*!")
     assert pattern.needle == "订单"
-    start = time.perf_counter()
+    start = time.process_time()
     assert pattern.search("好" * 4000) is None  # no 订单: never tried, so no timeout either
-    assert time.perf_counter() - start < 0.01 and not TIMEOUTS.counts
+    assert time.process_time() - start < 0.01 and not TIMEOUTS.counts
 
 
 PIECES = ["a", "b", "ab", "订单", "单号", r"\d", r"\w", ".", "*", "+", "?", "|", "(", ")", "(?:", "[ab]", "{2}",
@@ -188,18 +191,25 @@ THREE = "'{% for i in range(100000) %}{% for j in range(100000) %}{% for k in ra
     ("'{{ lipsum(n=100000) }}'", "more than 20,000"),
 ])
 def test_templates_over_budget_are_render_errors_within_the_bound(reply, error):
-    decision, took = timed_decide(ruleset("{keywords: [hi]}", reply), "hi")
+    if "100 ms" not in error:  # what the size limit stops: time must not stop it first on a busy machine
+        configure(render_ms=60_000)
+    start = time.perf_counter()
+    decision, cpu = timed_decide(ruleset("{keywords: [hi]}", reply), "hi")
+    took = time.perf_counter() - start
     assert decision.rule == "r" and decision.replies == () and decision.transfer
     assert decision.error.startswith("RenderLimit: ") and error in decision.error
-    assert took < SLACK * LIMITS.render_seconds
+    assert cpu < SLACK * 0.1
+    if "100 ms" in error:
+        assert took < SLACK * LIMITS.render_seconds
 
 
 def test_a_template_file_and_its_includes_share_the_budget():
     rules = ruleset("{keywords: [hi]}", "{template: outer.j2}", {
         "outer.j2": "{% for i in range(1000) %}{% include '_inner.j2' %}{% endfor %}",
         "_inner.j2": "{% for j in range(100000) %}{% endfor %}"})
-    decision, took = timed_decide(rules, "hi")
-    assert "ran longer than 100 ms" in decision.error and took < SLACK * LIMITS.render_seconds
+    start = time.perf_counter()
+    decision, _ = timed_decide(rules, "hi")
+    assert "ran longer than 100 ms" in decision.error and time.perf_counter() - start < SLACK * LIMITS.render_seconds
 
 
 @pytest.mark.parametrize("reply,expected", [
@@ -289,7 +299,8 @@ async def test_other_users_and_healthz_stay_fast_while_a_pathological_rule_is_hi
     # each request waits at most for the two attackers' matches in progress (50 ms of CPU each) and its own
     # work; before the bound, one match held everything for 8.7 s (28 characters) to hours (40)
     assert max(cpu for _, cpu in waits) < 3 * LIMITS.regex_seconds + 0.05, waits
-    assert max(wall for wall, _ in waits) < 1.0, waits  # wall time: looser, as other work on the machine stretches it
+    # wall time stretches with whatever else the machine runs (load 9 on 2 cores made 105 ms of CPU 1.5 s)
+    assert max(wall for wall, _ in waits) < 5.0, waits
     metrics = await (await bot.client.get("/metrics")).text()
     assert 'kefu_regex_timeouts_total{rule="evil"}' in metrics
 
