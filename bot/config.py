@@ -88,6 +88,15 @@ class HandoffSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    """What one rule may cost a push (see bot/engine/limits.py)."""
+
+    regex_ms: int = 50  # one regex match gives up after this long: the rule does not match
+    render_ms: int = 100  # rendering one reply text stops after this long: a render error
+    render_chars: int = 20_000  # …or once it makes more characters than this
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     keep: int = 30 * 86400  # seconds the conversation log (and finished outbox items) are kept
 
@@ -108,6 +117,7 @@ class Settings:
     handoff: HandoffSettings = HandoffSettings()
     log: LogSettings = LogSettings()
     insights: InsightsSettings = InsightsSettings()  # bot/insights/settings.py
+    limits: LimitsSettings = LimitsSettings()
     allow_empty_rules: bool = False  # true: no rule files is fine (every message gets the fallback)
     timezone: ZoneInfo = TIMEZONE  # the clock of `time:` conditions and of templates' `now`
     hours: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # named windows (hours.py)
@@ -144,6 +154,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
               "per_event": ("positive", 2), "event_window": ("duration", 60)},
     "handoff": {"quiet": ("duration", 1800), "end_on_enter": ("bool", True)},
     "log": {"keep": ("duration", 30 * 86400)},
+    "limits": {"regex_ms": ("positive", 50), "render_ms": ("positive", 100), "render_chars": ("positive", 20_000)},
 }
 _TOP: dict[str, tuple[str, Any]] = {
     "rules": ("path", "rules"),
@@ -344,6 +355,7 @@ def parse_settings(text: str, filename: str, base: Path,
         quota=QuotaSettings(**sections["quota"]),
         handoff=HandoffSettings(**sections["handoff"]),
         log=LogSettings(**sections["log"]),
+        limits=LimitsSettings(**sections["limits"]),
         source=filename,
         **values,
     )

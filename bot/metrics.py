@@ -20,6 +20,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from .engine.limits import TIMEOUTS
+
 # seconds; WeChat's window is 5 s
 PUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SEND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -69,6 +71,7 @@ class Metrics:
         self.reloads = lambda: (0, 0, 0)  # (builds, swaps, refused)
         self.ruleset = lambda: ("", 0, 0.0)  # (version, rule count, loaded at)
         self.outbox: dict[str, float] = {}  # status → count, and "oldest_age" (filled in before each scrape)
+        self.regex_timeouts: dict[str, int] = TIMEOUTS.counts  # rule → regex matches that gave up (engine/limits.py)
 
     # ---- the push and send paths -----------------------------------------------------------------
 
@@ -108,12 +111,13 @@ class Metrics:
                 "safe_answers": self.safe_answers, "sends": [[*key, n] for key, n in self.sends.items()],
                 "push_latency": [self.push_latency.counts, self.push_latency.total],
                 "send_latency": [self.send_latency.counts, self.send_latency.total],
-                "reloads": [builds, swaps, refused]}
+                "reloads": [builds, swaps, refused], "regex_timeouts": self.regex_timeouts}
 
     def combined(self, others: list[dict]) -> Metrics:
         """These counts plus the other workers' snapshots (the store-read figures are this process's)."""
         total = Metrics()
         total.started, total.ruleset, total.outbox = self.started, self.ruleset, self.outbox
+        total.regex_timeouts = {}
         reloads = list(self.reloads())
         for snap in [self.snapshot(), *others]:
             for label, answer, n in snap["pushes"]:
@@ -124,6 +128,8 @@ class Metrics:
                 total.hits[rule] += n
             for result, errcode, n in snap["sends"]:
                 total.sends[result, errcode] += n
+            for rule, n in snap.get("regex_timeouts", {}).items():
+                total.regex_timeouts[rule] = total.regex_timeouts.get(rule, 0) + n
             for name in ("retries", "fallbacks", "transfers", "render_errors", "safe_answers"):
                 setattr(total, name, getattr(total, name) + snap[name])
             total.push_latency.add(*snap["push_latency"])
@@ -158,6 +164,11 @@ class Metrics:
         yield CounterMetricFamily("kefu_safe_answers", "Pushes answered safely (transfer, or success for "
                                   "events) because the store or kefu itself failed", value=self.safe_answers)
         yield CounterMetricFamily("kefu_render_errors", "Replies that failed to render", value=self.render_errors)
+        family = CounterMetricFamily("kefu_regex_timeouts", "Regex matches that gave up at limits.regex_ms (the "
+                                     "rule was treated as not matching), by rule", labels=("rule",))
+        for rule, count in sorted(self.regex_timeouts.items()):
+            family.add_metric((rule,), count)
+        yield family
         family = CounterMetricFamily("kefu_sends", "Replies sent through the customer-service API, by result "
                                      "(sent, failed, retry, unsent) and WeChat errcode",
                                      labels=("result", "errcode"))

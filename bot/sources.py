@@ -18,6 +18,7 @@ from .config import Settings
 from .engine import RuleSet, SourceFile
 from .engine.compile import compile_steps, run_steps
 from .engine.index import merge_automata
+from .engine.limits import configure as configure_limits
 from .errors import Problem, RulesError
 from .messages import MediaFile
 
@@ -196,6 +197,7 @@ def load_steps(settings: Settings, previous: RuleSet | None = None,
                ) -> Generator[None, None, RuleSet]:
     """load_ruleset in small steps (see engine.compile_steps); `sources` from read_all, or read now."""
     base, problems, rule_files, template_files, media = sources or read_all(settings)
+    configure_limits(settings.limits.regex_ms, settings.limits.render_ms, settings.limits.render_chars)
     if not rule_files and not problems and not settings.allow_empty_rules:
         problems.append(Problem(display_name(settings.rules, base), None,
                                 "no *.yaml rule files in the rules folder (set allow_empty_rules: true in "

@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ..engine.limits import TIMEOUTS
 from ..errors import StoreError
 from ..outbox import short_user
 from ..store import LogEntry, OutboxItem, RuleHits
@@ -113,7 +114,7 @@ async def rules(request: web.Request) -> web.StreamResponse:
     return render(request, "rules.html", title="规则 Rules", rows=shown,
                   never=len(never), fired_today=sum(1 for _, h in rows if h.today), only_never=only_never,
                   total=len(rows), ruleset=ruleset, failed=counts.get("failed", 0), problem=problem,
-                  loaded_at=rt.rules.loaded_at, error=rt.rules.error)
+                  loaded_at=rt.rules.loaded_at, error=rt.rules.error, timeouts=TIMEOUTS.counts)
 
 
 # ---- conversations -------------------------------------------------------------------------------------

@@ -311,7 +311,7 @@ def compile_steps(
     usage = MappingProxyType({
         "template_names": {t.key: t.name for t in template_files}, "used_templates": compiler.used_templates,
         "includes": compiler.template_includes, "media": compiler.media, "used_media": compiler.used_media,
-        "windows": compiler.windows, "platform": platform})
+        "windows": compiler.windows, "platform": platform, "loops": tuple(compiler.loop_warnings)})
     return RuleSet(
         rules=rules,
         by_name=MappingProxyType({rule.name: rule for rule in rules}),

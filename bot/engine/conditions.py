@@ -12,7 +12,6 @@ punctuation), so `keywords` and `prefix` look in the folded text, and `equals` c
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from datetime import date, datetime, time
 from typing import Any
 
 from ..messages import Message, State
+from .patterns import BoundedPattern as Pattern
 
 Captures = dict[str, Any]
 
@@ -202,10 +202,13 @@ def _rest_after(original: str, prefix: str) -> str:
     return ""
 
 
-def _search(patterns: tuple[re.Pattern[str], ...], value: str | None, name: str) -> Captures | None:
+def _search(patterns: tuple[Pattern, ...], value: str | None, name: str) -> Captures | None:
     if value is None:
         return None
     for pattern in patterns:
+        needle = pattern.needle  # a text the pattern cannot match without: most messages stop here
+        if needle is not None and needle not in value:
+            continue
         found = pattern.search(value)
         if found:
             groups = {k: v for k, v in found.groupdict().items() if v is not None}
@@ -218,7 +221,7 @@ class Regex(Condition):
     """One of the patterns is found in the text (as sent, unless the rule says `normalize: all`); named
     groups become captures."""
 
-    patterns: tuple[re.Pattern[str], ...]
+    patterns: tuple[Pattern, ...]
     normalized: bool = False
 
     def test(self, subject: Subject) -> Captures | None:
@@ -233,7 +236,7 @@ class FieldIs(Condition):
     attribute: str
     name: str
     values: frozenset[str] = frozenset()
-    patterns: tuple[re.Pattern[str], ...] = ()
+    patterns: tuple[Pattern, ...] = ()
 
     def test(self, subject: Subject) -> Captures | None:
         value = getattr(subject.message, self.attribute, None)
@@ -263,7 +266,7 @@ class EventKey(Condition):
     `123`, is tried too: a rule on `123` fires for both."""
 
     values: frozenset[str]
-    patterns: tuple[re.Pattern[str], ...] = ()
+    patterns: tuple[Pattern, ...] = ()
 
     def test(self, subject: Subject) -> Captures | None:
         message = subject.message

@@ -1,5 +1,6 @@
 """What `kefu check` warns about (exit 0): things that are valid but almost certainly not what the operator
-meant — a rule that can never fire, templates and images nothing uses, a time window that can never hold."""
+meant — a rule that can never fire, templates and images nothing uses, a time window that can never hold, a
+regex that can backtrack for ever, nested loops that run past the render budget."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .conditions import AllOf, AnyOf, Condition, Equals, EventIs, Keywords, Prefix, Regex, TimeIs
+from .limits import LIMITS
 from .ruleset import Fallback, Rule
 
 # One character of each kind users write: a regex found in all of them (`.`, `\S|\s`, `[^\n]`) is taken to match
@@ -207,6 +209,20 @@ def _span(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def nested_quantifiers(conditions: Iterable[Condition]) -> list[str]:
+    """Regexes with a quantifier inside a repeated group (`(\\w+\\s?)*`): the shape that backtracks for ever."""
+    out = []
+    for condition in conditions:
+        for part in _walk(condition):
+            for pattern in getattr(part, "patterns", ()):
+                if pattern.nested:
+                    out.append(f"{pattern.where}: regex '{pattern.source}' has nested quantifiers (a repeated group "
+                               "with a quantifier inside), which can backtrack for ever: kefu gives up after "
+                               f"{LIMITS.regex_ms:g} ms (limits.regex_ms) and the rule does not match; write it "
+                               "without the nesting, e.g. ^[\\w\\s]*$ for ^(\\w+\\s?)*$")
+    return out
+
+
 def _walk(condition: Condition) -> Iterable[Condition]:
     yield condition
     for inner in getattr(condition, "conditions", ()) or ():
@@ -221,7 +237,9 @@ def warnings(ruleset: Any, base: Path | None = None, today: date | None = None,
     `base`: the config's folder, which file names are given from; `today` (in bot.yaml's timezone) finds windows
     in the past; `quota` (bot.yaml's) finds replies past the send allowance."""
     usage = ruleset.usage
-    return (*shadowed(ruleset.rules), *never_holds(ruleset.rules),
+    conditions = [rule.when for rule in ruleset.rules] + [f.when for f in ruleset.fallbacks if f.when is not None]
+    return (*shadowed(ruleset.rules), *never_holds(ruleset.rules), *nested_quantifiers(conditions),
+            *usage.get("loops", ()),
             *(past_dates(ruleset.rules, ruleset.fallbacks, today, usage.get("windows", {})) if today else ()),
             *(beyond_allowance(ruleset.rules, ruleset.fallbacks, quota, usage.get("platform", "miniprogram"))
               if quota is not None else ()),

@@ -7,16 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import BaseLoader, StrictUndefined, Template
-from jinja2.sandbox import SandboxedEnvironment
 
 from ..messages import MenuReply, Reply, TextReply
+from . import budget
 from .templates import LazyTemplate, Pieces
 
 
-def make_environment(loader: BaseLoader) -> SandboxedEnvironment:
+def make_environment(loader: BaseLoader) -> budget.BudgetedEnvironment:
     """One environment per rule set, its loader holding the whole templates folder compiled in memory:
-    rendering (and `{% include %}`) never touches the disk, and a reload never mixes old and new templates."""
-    return SandboxedEnvironment(
+    rendering (and `{% include %}`) never touches the disk, and a reload never mixes old and new templates.
+    The sandbox bounds each render's time and size (engine/budget.py)."""
+    return budget.BudgetedEnvironment(
         loader=loader,
         undefined=StrictUndefined,
         autoescape=False,
@@ -45,8 +46,8 @@ class Text:
                 return _substitute(self.pieces, context, template.environment.getattr)
             except Exception:  # pragma: no branch - the template itself raises the error, in Jinja's words
                 pass
-        try:  # Template.render without its copy of the context
-            return "".join(template.root_render_func(template.new_context(context)))
+        try:  # Template.render without its copy of the context, within the render budget
+            return budget.render(template, context)  # type: ignore[arg-type]
         except Exception:
             return template.environment.handle_exception()
 

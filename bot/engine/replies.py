@@ -23,6 +23,7 @@ from ..messages import (
     VoiceReply,
 )
 from ..yamlsrc import BlockText, Checker, YamlList, YamlMap, did_you_mean, type_name
+from .budget import heavy_loops
 from .render import (
     ChoiceTemplate,
     ConstantReply,
@@ -85,6 +86,7 @@ class ReplyCompiler:
         self.template_includes: dict[str, frozenset[str]] = {}
         self.used_media: set[str] = set()
         self.windows: Mapping[str, Any] = {}  # bot.yaml's named time windows: what `{{ hours.NAME }}` may name
+        self.loop_warnings: list[str] = []  # for kefu check (engine/lint.py): nested loops over large ranges
 
     # ---- templates -------------------------------------------------------------------------------
 
@@ -98,6 +100,7 @@ class ReplyCompiler:
                 check.add(exc.lineno, f"template syntax: {exc.message}")
             else:
                 self._check_names(check, compiled, lambda n: n, "template")
+                self._heavy_loops(check.filename, source.text, lambda n: n, "template")
                 includes[source.key] = compiled.includes
                 self.template_includes[source.key] = compiled.includes
                 self.loader.templates[source.key] = template
@@ -126,6 +129,11 @@ class ReplyCompiler:
                 check.add(line_of(ref_line), f"{what} includes {named}, not found in {self.templates_label}"
                                              f"{did_you_mean(refs[0], self.template_keys)}")
 
+    def _heavy_loops(self, file: str, source: str, line_of: Callable[[int], int], what: str) -> None:
+        if "for" in source:  # a second parse, for the templates with a loop only
+            for line, warning in heavy_loops(self.env.parse(_without_bom(source))):
+                self.loop_warnings.append(f"{file}:{line_of(line)}: {what}: {warning}")
+
     def text(self, check: Checker, value: Any, line: int, what: str) -> Text | None:
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
@@ -147,6 +155,7 @@ class ReplyCompiler:
             return None
         self._check_names(check, compiled, line_of, what)
         self.used_templates.update(compiled.includes)
+        self._heavy_loops(check.filename, str(value), line_of, what)
         return Text(template=template, pieces=compiled.pieces)
 
     # ---- replies ---------------------------------------------------------------------------------

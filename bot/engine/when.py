@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping
 from datetime import date, time
@@ -27,6 +26,7 @@ from .conditions import (
     TimeIs,
     fold_value,
 )
+from .patterns import BoundedPattern, PatternError
 
 TEXT_KEYS = ("keywords", "equals", "prefix", "regex")
 WHEN_KEYS = (*TEXT_KEYS, "event", "msgtype", "event_key", "session_from", "page", "user", "state", "time", "any",
@@ -63,22 +63,18 @@ def strings(check: Checker, value: Any, line: int, what: str) -> tuple[str, ...]
     return tuple(out) if out else None
 
 
-@functools.lru_cache(maxsize=65536)
-def _compile(source: str) -> re.Pattern[str]:
-    """re's own cache holds 512 patterns; a large rule set has more, and a reload would compile them all
-    again. Compiled patterns are immutable, so one process-wide cache serves every rule set."""
-    return re.compile(source)
-
-
 def patterns(check: Checker, values: tuple[str, ...], node: Any, line: int,
-             where: str) -> tuple[re.Pattern[str], ...]:
+             where: str) -> tuple[BoundedPattern, ...]:
+    """The patterns, each bounded (engine/patterns.py); a pattern refused at load is a problem at its line."""
     out = []
+    rule = where.partition(": ")[0]
+    rule = rule[6:-1] if rule.startswith("rule '") and rule.endswith("'") else rule
     for i, source in enumerate(values):
+        at = node.line_of(i) if isinstance(node, YamlList) else line
         try:
-            out.append(_compile(source))
-        except re.error as exc:
-            check.add(node.line_of(i) if isinstance(node, YamlList) else line,
-                      f"{where}: bad regex {source!r}: {exc.msg} at position {exc.pos}")
+            out.append(BoundedPattern(source, rule, f"{check.filename}:{at}: {where}"))
+        except PatternError as exc:
+            check.add(at, f"{where}: bad regex {source!r}: {exc}")
     return tuple(out)
 
 
