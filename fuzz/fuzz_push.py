@@ -31,7 +31,7 @@ with atheris.instrument_imports(include=["bot"]):
     from bot.protocol.push import PushCodec
     from bot.protocol.signature import sign
     from bot.protocol.wire import detect_format, dump_fields, parse_fields, passive_fields, transfer_fields
-    from bot.reload import load_ruleset
+    from bot.sources import load_ruleset
     from bot.textsplit import split_replies
     from bot.wechat_api import build_send_body
 

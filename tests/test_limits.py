@@ -23,7 +23,7 @@ from bot.engine.lint import warnings
 from bot.engine.patterns import BoundedPattern
 from bot.errors import RulesError
 from bot.protocol.wire import message_from_fields
-from bot.reload import load_ruleset
+from bot.sources import load_ruleset
 
 from .helpers import settings_for, text_fields, xml_push
 from .test_console import login

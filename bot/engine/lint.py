@@ -55,11 +55,12 @@ def shadowed(rules: tuple[Rule, ...]) -> list[str]:
 
 
 def _matches_every_text(condition: Condition) -> bool:
-    """A regex that is found in the empty text is found in every text; one found in a character of every kind,
-    as sent, is taken to be (normalised, a text may be cut down to nothing: `？？`)."""
+    """A regex found in a character of every kind is taken to match every text; on normalised text it must
+    also be found in the empty text (normalising may cut a text down to nothing: `？？`). Being found in the
+    empty text alone is not enough: `^(\w+\s?)*$` is, and fails on `!`."""
     if not isinstance(condition, Regex):
         return False
-    return any(p.search("") is not None or not condition.normalized and all(p.search(c) for c in PROBES)
+    return any((not condition.normalized or p.search("") is not None) and all(p.search(c) for c in PROBES)
                for p in condition.patterns)
 
 
@@ -228,7 +229,7 @@ def _walk(condition: Condition) -> Iterable[Condition]:
     for inner in getattr(condition, "conditions", ()) or ():
         yield from _walk(inner)
     if hasattr(condition, "condition"):
-        yield from _walk(condition.condition)  # type: ignore[attr-defined]
+        yield from _walk(condition.condition)
 
 
 def warnings(ruleset: Any, base: Path | None = None, today: date | None = None,

@@ -231,7 +231,8 @@ class ReplyCompiler:
             return None
         if kind == "miniprogrampage":
             thumb = fields.pop("thumb_file")
-            if thumb is None and not fields["thumb_media_id"].constant and fields["thumb_media_id"].template is None:
+            thumb_id = fields["thumb_media_id"]
+            if thumb is None and (thumb_id is None or not thumb_id.constant and thumb_id.template is None):
                 check.add(line, f"{where}: miniprogrampage needs 'thumb_media_id' or 'thumb' (an image file)")
                 return None
             if thumb is not None:

@@ -50,7 +50,7 @@ class CompiledLoader(BaseLoader):
 
     def __init__(self, sources: Mapping[str, str]):
         self.sources = dict(sources)
-        self.templates: dict[str, Template] = {}
+        self.templates: dict[str, Template | LazyTemplate] = {}
 
     def get_source(self, environment: Environment,
                    template: str) -> tuple[str, str | None, Callable[[], bool]]:
@@ -60,7 +60,7 @@ class CompiledLoader(BaseLoader):
 
     def load(self, environment: Environment, name: str, globals: Any = None) -> Template:
         try:
-            return self.templates[name]
+            return self.templates[name]  # type: ignore[return-value]  # a LazyTemplate acts as its Template
         except KeyError:
             raise TemplateNotFound(name) from None
 
@@ -74,7 +74,7 @@ class TemplateCompiler:
         self.env = env
         self.previous = previous or {}
         self.compiled: dict[Key, Compiled] = {}
-        self.templates: list[Template] = []  # every template made, so that a retired rule set can free them
+        self.templates: list[Template | LazyTemplate] = []  # every one made: a retired rule set frees them
         # a plain dict, not make_globals' ChainMap: every render copies the globals into its context, and
         # iterating a ChainMap (in Python) cost more than the rest of rendering a short reply
         self._globals = dict(env.make_globals(None))
@@ -149,7 +149,7 @@ def release(templates: list[Template | LazyTemplate] | tuple[Template | LazyTemp
             if template._template is None:  # noqa: SLF001 - never generated: nothing to break
                 continue
             template = template._template  # noqa: SLF001
-        template.root_render_func.__globals__.clear()  # type: ignore[attr-defined]
+        template.root_render_func.__globals__.clear()
         template.blocks.clear()
         loader = template.environment.loader
         if isinstance(loader, CompiledLoader):
@@ -186,15 +186,16 @@ SUBSTITUTABLE = frozenset(CONTEXT_NAMES)
 
 def _free_names(ast: nodes.Template) -> frozenset[str]:
     """Names a template reads but never sets: a cheap walk, where jinja2.meta would generate code."""
-    loaded, stored = set(), set()
+    loaded: set[str] = set()
+    stored: set[str] = set()
     for node in ast.find_all(nodes.Name):
         (loaded if node.ctx == "load" else stored).add(node.name)
     for macro in ast.find_all(nodes.Macro):  # {% macro m() %}
         stored.add(macro.name)
-    for imported in ast.find_all(nodes.Import):  # {% import 'x.j2' as x %}
-        stored.add(imported.target)
-    for imported in ast.find_all(nodes.FromImport):  # {% from 'x.j2' import a, b as c %}
-        stored.update(n if isinstance(n, str) else n[1] for n in imported.names)
+    for import_ in ast.find_all(nodes.Import):  # {% import 'x.j2' as x %}
+        stored.add(import_.target)
+    for from_import in ast.find_all(nodes.FromImport):  # {% from 'x.j2' import a, b as c %}
+        stored.update(n if isinstance(n, str) else n[1] for n in from_import.names)
     return frozenset(loaded - stored - JINJA_NAMES)
 
 
@@ -214,7 +215,7 @@ def _required(ast: nodes.Template) -> tuple[tuple[tuple[str, ...], int], ...]:
     for node in ast.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
         if isinstance(node, nodes.Include) and node.ignore_missing:
             continue
-        target = node.template
+        target = getattr(node, "template", None)  # every kind found above has one
         if isinstance(target, nodes.Const) and isinstance(target.value, str):
             out.append(((target.value,), node.lineno))
         elif isinstance(target, nodes.List | nodes.Tuple) and target.items and all(
