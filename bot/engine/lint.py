@@ -55,7 +55,7 @@ def shadowed(rules: tuple[Rule, ...]) -> list[str]:
 
 
 def _matches_every_text(condition: Condition) -> bool:
-    """A regex found in a character of every kind is taken to match every text; on normalised text it must
+    r"""A regex found in a character of every kind is taken to match every text; on normalised text it must
     also be found in the empty text (normalising may cut a text down to nothing: `？？`). Being found in the
     empty text alone is not enough: `^(\w+\s?)*$` is, and fails on `!`."""
     if not isinstance(condition, Regex):
