@@ -16,7 +16,8 @@ from bot.engine import RuleSet, SourceFile, compile_ruleset
 from bot.engine import index as index_module
 from bot.engine.conditions import Keywords
 from bot.engine.decide import find_rule
-from bot.engine.index import build_index, derive, merge_automata
+from bot.engine.index import build_index, merge_automata
+from bot.engine.keys import derive
 from bot.messages import Message, State
 from bot.protocol.wire import message_from_fields
 
