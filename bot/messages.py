@@ -9,8 +9,8 @@ rules and templates.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,22 +23,23 @@ class Message:
     msg_type: str
     msg_id: str | None = None
     fields: Mapping[str, Any]
+    # What identifies a delivery of this push, so that WeChat's retries are recognised: made once (a push asks
+    # for it five times: the dedupe, the outbox, the request id, the shared answer)
+    dedupe_key: str = field(init=False, repr=False, compare=False)
+    is_event: ClassVar[bool] = False  # a class attribute, not a property: asked several times per push
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dedupe_key", self._dedupe_key())
+
+    def _dedupe_key(self) -> str:
+        if self.msg_id:
+            return f"msg:{self.msg_id}"
+        return f"push:{self.from_user}:{self.create_time}:{self.msg_type}"
 
     @property
     def text(self) -> str | None:
         """The text rules match against: a text message's content, a voice's recognition, else None."""
         return None
-
-    @property
-    def is_event(self) -> bool:
-        return False
-
-    @property
-    def dedupe_key(self) -> str:
-        """What identifies a delivery of this push, so that WeChat's retries are recognised."""
-        if self.msg_id:
-            return f"msg:{self.msg_id}"
-        return f"push:{self.from_user}:{self.create_time}:{self.msg_type}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,13 +107,9 @@ class EventMessage(Message):
 
     event: str
     event_key: str | None = None
+    is_event: ClassVar[bool] = True
 
-    @property
-    def is_event(self) -> bool:
-        return True
-
-    @property
-    def dedupe_key(self) -> str:
+    def _dedupe_key(self) -> str:
         return f"event:{self.from_user}:{self.create_time}:{self.event}:{self.event_key or ''}"
 
 
